@@ -1,0 +1,39 @@
+# Two commands run everything: `make up` (install, publish the packaged models, start a node) and
+# `make test` (install, then the whole test suite). Both are idempotent.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8700
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: up test bench lint assets install clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip==25.3
+	$(BIN)/pip install -q -e '.[runtime,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+assets: install
+	$(BIN)/python -m iollm.assets fetch --models --data
+
+up: assets
+	$(BIN)/iollm up --port $(PORT)
+
+test: assets
+	$(BIN)/python -m pytest -q
+
+bench: assets
+	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+
+lint: install
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

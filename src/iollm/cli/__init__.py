@@ -1,0 +1,25 @@
+"""The ``iollm`` command line: one verb per task, ``--json`` everywhere."""
+
+from __future__ import annotations
+
+import typer
+
+from . import account_cmds, hub_cmds, node_cmds
+
+app = typer.Typer(
+    name="iollm",
+    help="The Internet of LLMs: share, run, combine and jointly mine models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+for group in (node_cmds.app, hub_cmds.app, account_cmds.app):
+    app.registered_commands.extend(group.registered_commands)
+app.add_typer(hub_cmds.store_app, name="store")
+app.add_typer(account_cmds.token_app, name="token")
+app.add_typer(account_cmds.user_app, name="user")
+app.add_typer(account_cmds.org_app, name="org")
+
+
+def main() -> None:
+    app()

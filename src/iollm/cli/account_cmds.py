@@ -1,0 +1,131 @@
+"""Accounts: whoami, tokens, users, organisations."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from .common import Ctx, EndpointOpt, HomeOpt, JsonOpt, TokenOpt, emit, errors, stdout
+
+token_app = typer.Typer(help="Create and list access tokens.")
+user_app = typer.Typer(help="Create and list users (admin).")
+org_app = typer.Typer(help="Organisations: shared namespaces.")
+app = typer.Typer()
+
+
+@app.command("whoami")
+def whoami_cmd(
+    endpoint: EndpointOpt = None, token: TokenOpt = None, home: HomeOpt = None, as_json: JsonOpt = False
+):
+    """Who the current token belongs to. Example: iollm whoami"""
+    ctx = Ctx(endpoint, token, home, as_json)
+    with errors(as_json), ctx.client() as client:
+        me = client.whoami()
+    emit(
+        ctx,
+        me,
+        lambda m: stdout.print(f"{m['name']} ({m['scope']} token){' admin' if m['is_admin'] else ''}"),
+    )
+
+
+@token_app.command("create")
+def token_create(
+    name: Annotated[str, typer.Argument(help="A name to recognise the token by.")],
+    read_only: Annotated[bool, typer.Option("--read-only", help="A token that can only read.")] = False,
+    user: Annotated[
+        str | None, typer.Option("--user", help="Admin only: create it for another user.")
+    ] = None,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a new token (shown once). Example: iollm token create laptop --read-only"""
+    ctx = Ctx(endpoint, token, home, as_json)
+    with errors(as_json), ctx.client() as client:
+        body: dict[str, Any] = {"name": name, "scope": "read" if read_only else "write"}
+        if user:
+            body["user"] = user
+        result = client.post_json("/api/tokens", body)
+    emit(ctx, result, lambda r: stdout.print(r["token"]))
+
+
+@token_app.command("list")
+def token_list(
+    endpoint: EndpointOpt = None, token: TokenOpt = None, home: HomeOpt = None, as_json: JsonOpt = False
+):
+    """Your tokens (names and scopes; secrets are never stored)."""
+    ctx = Ctx(endpoint, token, home, as_json)
+    with errors(as_json), ctx.client() as client:
+        result = client.get_json("/api/tokens")
+
+    def human(r: dict[str, Any]) -> None:
+        table = Table("id", "name", "scope", "created", "revoked")
+        for t in r["tokens"]:
+            table.add_row(
+                str(t["id"]), t["name"], t["scope"], t["created_at"][:19], "yes" if t["revoked"] else ""
+            )
+        stdout.print(table)
+
+    emit(ctx, result, human)
+
+
+@user_app.command("create")
+def user_create(
+    name: Annotated[str, typer.Argument()],
+    admin: Annotated[bool, typer.Option("--admin")] = False,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a user and print its first token. Example: iollm user create alice"""
+    ctx = Ctx(endpoint, token, home, as_json)
+    with errors(as_json), ctx.client() as client:
+        result = client.post_json("/api/users", {"name": name, "admin": admin})
+    emit(ctx, result, lambda r: stdout.print(f"user {r['user']} token: {r['token']}"))
+
+
+@user_app.command("list")
+def user_list(
+    endpoint: EndpointOpt = None, token: TokenOpt = None, home: HomeOpt = None, as_json: JsonOpt = False
+):
+    """Users and organisations of the node."""
+    ctx = Ctx(endpoint, token, home, as_json)
+    with errors(as_json), ctx.client() as client:
+        result = client.get_json("/api/users")
+    emit(ctx, result, lambda r: [stdout.print(f"{u['kind']:5} {u['name']}") for u in r["users"]])
+
+
+@org_app.command("create")
+def org_create(
+    name: Annotated[str, typer.Argument()],
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an organisation; you become its admin. Example: iollm org create lab"""
+    ctx = Ctx(endpoint, token, home, as_json)
+    with errors(as_json), ctx.client() as client:
+        result = client.post_json("/api/orgs", {"name": name})
+    emit(ctx, result, lambda r: stdout.print(f"organisation {r['org']} (admin {r['admin']})"))
+
+
+@org_app.command("add")
+def org_add(
+    org: Annotated[str, typer.Argument()],
+    user: Annotated[str, typer.Argument()],
+    role: Annotated[str, typer.Option("--role", help="admin, write or read")] = "write",
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a member to an organisation. Example: iollm org add lab alice --role write"""
+    ctx = Ctx(endpoint, token, home, as_json)
+    with errors(as_json), ctx.client() as client:
+        result = client.post_json(f"/api/orgs/{org}/members", {"user": user, "role": role})
+    emit(ctx, result, lambda r: stdout.print(f"{r['user']} is now {r['role']} in {r['org']}"))

@@ -1,0 +1,57 @@
+"""``iollm up``: start a node."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..node.config import DEFAULT_PORT, NodeConfig, default_home
+from .common import JsonOpt, stdout
+
+app = typer.Typer()
+
+
+@app.command("up")
+def up_cmd(
+    home: Annotated[Path | None, typer.Option("--home", envvar="IOLLM_HOME", help="Home folder.")] = None,
+    host: Annotated[str, typer.Option("--host")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p")] = DEFAULT_PORT,
+    no_seed: Annotated[bool, typer.Option("--no-seed", help="Do not publish the packaged models.")] = False,
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option("--upstream", help="Pull repositories this node lacks from these nodes."),
+    ] = None,
+    database: Annotated[
+        str | None, typer.Option("--database", help="Database URL (default: SQLite in the home).")
+    ] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start a node in the foreground: hub, APIs and editor on one port. Example: iollm up --port 8700"""
+    from ..node.server import serve
+
+    config = NodeConfig(
+        home=(home or default_home()).expanduser(),
+        host=host,
+        port=port,
+        seed=not no_seed,
+        upstreams=list(upstream or []),
+        database=database,
+    )
+
+    def announce(info: dict) -> None:
+        if as_json:
+            sys.stdout.write(json.dumps(info) + "\n")
+            sys.stdout.flush()
+            return
+        stdout.print(f"iollm node ready at [bold]{info['api']}[/bold]")
+        stdout.print(f"  OpenAI API   {info['openai']}")
+        stdout.print(f"  HF endpoint  HF_ENDPOINT={info['hf_endpoint']}")
+        stdout.print(f"  editor       {info['editor']}")
+        stdout.print(f"  admin token  {info['token_file']}")
+        sys.stdout.flush()
+
+    serve(config, announce)

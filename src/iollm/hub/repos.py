@@ -1,0 +1,559 @@
+"""Repositories, commits and refs: the Model Network Layer's source of truth.
+
+A commit becomes visible only when its branch ref moves, in one transaction, from the parent the
+writer expected to the new commit (compare-and-swap). Of two racing pushes one wins and the other gets
+a conflict; a writer killed at any point leaves only unreferenced chunks, which the next push reuses.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import zstandard
+from sqlalchemy import select
+
+from ..database import Database, insert_ignore, utc_now_iso
+from ..protocol import (
+    REPO_TYPES,
+    Conflict,
+    FileEntry,
+    Forbidden,
+    Manifest,
+    MissingChunks,
+    ProtocolError,
+    RepoNotFound,
+    RevisionNotFound,
+    check_name,
+    is_commit_id,
+    parse_manifest,
+    split_repo_id,
+)
+from ..store import ChunkStore
+from ..store.reader import ChunkedFile
+from . import cards
+from .accounts import Identity
+from .tables import blobs, commits, refs, repos
+
+DEFAULT_BRANCH = "main"
+_MANIFEST_CACHE = 64
+_CARD_KEYS_FROM_DECLARED = ("license", "base_model", "lineage", "description", "tags", "source", "upstream")
+
+
+@dataclass(frozen=True)
+class Repo:
+    id: int
+    type: str
+    namespace: str
+    name: str
+    private: bool
+    created_at: str
+    updated_at: str
+
+    @property
+    def repo_id(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.repo_id,
+            "type": self.type,
+            "private": self.private,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    id: str
+    parents: list[str]
+    message: str
+    author: str
+    created_at: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "commit": self.id,
+            "parents": self.parents,
+            "message": self.message,
+            "author": self.author,
+            "created_at": self.created_at,
+        }
+
+
+def pack_chunks(chunks: list[tuple[str, int]]) -> bytes:
+    return b"".join(bytes.fromhex(d) + struct.pack("<I", n) for d, n in chunks)
+
+
+def unpack_chunks(raw: bytes) -> list[tuple[str, int]]:
+    return [(raw[i : i + 32].hex(), struct.unpack_from("<I", raw, i + 32)[0]) for i in range(0, len(raw), 36)]
+
+
+def check_type(repo_type: str) -> str:
+    if repo_type not in REPO_TYPES:
+        raise ProtocolError(f"repository type must be one of {', '.join(REPO_TYPES)}, not {repo_type!r}")
+    return repo_type
+
+
+def check_ref_name(name: str, what: str = "branch") -> str:
+    if (
+        not name
+        or len(name) > 200
+        or name.startswith(("/", "-"))
+        or ".." in name
+        or any(ch in name for ch in " ~^:?*[\\\x7f")
+        or any(ord(ch) < 32 for ch in name)
+        or is_commit_id(name)
+    ):
+        raise ProtocolError(f"invalid {what} name {name!r}")
+    return name
+
+
+class Hub:
+    """Reads and writes repositories; every method checks the caller's rights first."""
+
+    def __init__(self, db: Database, store: ChunkStore) -> None:
+        self.db = db
+        self.store = store
+        self._manifests: OrderedDict[str, Manifest] = OrderedDict()
+        self._manifest_lock = threading.Lock()
+        self._zc = zstandard.ZstdCompressor(level=3)
+        self.on_missing_repo = None  # set by the node to pull a repository through from upstream
+
+    # -- repositories ----------------------------------------------------------------------------
+
+    def _find(self, conn, repo_type: str, namespace: str, name: str) -> Repo | None:
+        row = conn.execute(
+            select(repos).where(
+                (repos.c.type == repo_type) & (repos.c.namespace == namespace) & (repos.c.name == name)
+            )
+        ).first()
+        return Repo(**row._mapping) if row else None
+
+    def get_repo(self, caller: Identity, repo_type: str, repo_id: str, pull_through: bool = True) -> Repo:
+        """The repository if it exists and the caller may see it; otherwise RepoNotFound (never 403)."""
+        check_type(repo_type)
+        namespace, name = split_repo_id(repo_id)
+        with self.db.read() as conn:
+            repo = self._find(conn, repo_type, namespace, name)
+        if (
+            repo is None
+            and pull_through
+            and self.on_missing_repo
+            and self.on_missing_repo(repo_type, repo_id)
+        ):
+            return self.get_repo(caller, repo_type, repo_id, pull_through=False)
+        if repo is None or (repo.private and not caller.can_read(namespace)):
+            raise RepoNotFound(
+                f"{repo_type} repository {repo_id!r} not found "
+                "(or it is private and your token cannot read it)"
+            )
+        return repo
+
+    def create_repo(
+        self, caller: Identity, repo_type: str, repo_id: str, private: bool = False, exist_ok: bool = False
+    ) -> tuple[Repo, bool]:
+        """Create a repository in a namespace the caller may write; returns (repo, created)."""
+        check_type(repo_type)
+        namespace, name = split_repo_id(repo_id)
+        caller.require_write(namespace)
+        with self.db.write() as conn:
+            existing = self._find(conn, repo_type, namespace, name)
+            if existing is not None:
+                if exist_ok:
+                    return existing, False
+                raise Conflict(f"{repo_type} repository {repo_id!r} already exists")
+            now = utc_now_iso()
+            conn.execute(
+                repos.insert().values(
+                    type=repo_type,
+                    namespace=namespace,
+                    name=name,
+                    private=private,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            return self._find(conn, repo_type, namespace, name), True  # type: ignore[return-value]
+
+    def ensure_repo(self, repo_type: str, repo_id: str, private: bool = False) -> Repo:
+        """Create a repository without an owner check: for the node's own work (seeding, mirroring)."""
+        check_type(repo_type)
+        namespace, name = split_repo_id(repo_id)
+        with self.db.write() as conn:
+            existing = self._find(conn, repo_type, namespace, name)
+            if existing is not None:
+                return existing
+            now = utc_now_iso()
+            conn.execute(
+                repos.insert().values(
+                    type=repo_type,
+                    namespace=namespace,
+                    name=name,
+                    private=private,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            return self._find(conn, repo_type, namespace, name)  # type: ignore[return-value]
+
+    def set_private(self, caller: Identity, repo_type: str, repo_id: str, private: bool) -> Repo:
+        repo = self.get_repo(caller, repo_type, repo_id)
+        caller.require_write(repo.namespace)
+        with self.db.write() as conn:
+            conn.execute(repos.update().where(repos.c.id == repo.id).values(private=private))
+        return self.get_repo(caller, repo_type, repo_id)
+
+    def list_repos(
+        self,
+        caller: Identity,
+        repo_type: str | None = None,
+        namespace: str | None = None,
+        search: str | None = None,
+    ) -> list[Repo]:
+        query = select(repos).order_by(repos.c.type, repos.c.namespace, repos.c.name)
+        if repo_type:
+            query = query.where(repos.c.type == check_type(repo_type))
+        if namespace:
+            query = query.where(repos.c.namespace == namespace)
+        with self.db.read() as conn:
+            rows = [Repo(**r._mapping) for r in conn.execute(query)]
+        found = [r for r in rows if not r.private or caller.can_read(r.namespace)]
+        if search:
+            needle = search.lower()
+            found = [r for r in found if needle in r.repo_id.lower()]
+        return found
+
+    # -- refs and revisions ----------------------------------------------------------------------
+
+    def refs(self, repo: Repo) -> dict[str, dict[str, str]]:
+        with self.db.read() as conn:
+            rows = conn.execute(select(refs).where(refs.c.repo_id == repo.id).order_by(refs.c.name)).all()
+        out: dict[str, dict[str, str]] = {"branches": {}, "tags": {}}
+        for row in rows:
+            out["branches" if row.kind == "branch" else "tags"][row.name] = row.commit_id
+        return out
+
+    def _head(self, conn, repo: Repo, branch: str) -> str | None:
+        row = conn.execute(
+            select(refs.c.commit_id).where(
+                (refs.c.repo_id == repo.id) & (refs.c.kind == "branch") & (refs.c.name == branch)
+            )
+        ).first()
+        return row[0] if row else None
+
+    def resolve(self, repo: Repo, revision: str | None) -> str:
+        """Branch, tag or commit id of this repository -> commit id."""
+        revision = revision or DEFAULT_BRANCH
+        with self.db.read() as conn:
+            if is_commit_id(revision):
+                row = conn.execute(
+                    select(commits.c.id).where((commits.c.id == revision) & (commits.c.repo_id == repo.id))
+                ).first()
+                if row:
+                    return row[0]
+            for kind in ("branch", "tag"):
+                row = conn.execute(
+                    select(refs.c.commit_id).where(
+                        (refs.c.repo_id == repo.id) & (refs.c.kind == kind) & (refs.c.name == revision)
+                    )
+                ).first()
+                if row:
+                    return row[0]
+        if revision == DEFAULT_BRANCH:
+            raise RevisionNotFound(f"{repo.repo_id} has no commits yet: push something first")
+        raise RevisionNotFound(f"revision {revision!r} is not a branch, tag or commit of {repo.repo_id}")
+
+    def tag(self, caller: Identity, repo: Repo, revision: str, tag: str, force: bool = False) -> str:
+        caller.require_write(repo.namespace)
+        check_ref_name(tag, "tag")
+        commit_id = self.resolve(repo, revision)
+        with self.db.write() as conn:
+            existing = conn.execute(
+                select(refs.c.commit_id).where(
+                    (refs.c.repo_id == repo.id) & (refs.c.kind == "tag") & (refs.c.name == tag)
+                )
+            ).first()
+            if existing and existing[0] != commit_id and not force:
+                raise Conflict(f"tag {tag!r} already points at {existing[0]}; tags do not move")
+            if not existing:
+                conn.execute(
+                    refs.insert().values(
+                        repo_id=repo.id, kind="tag", name=tag, commit_id=commit_id, updated_at=utc_now_iso()
+                    )
+                )
+            elif force:
+                conn.execute(
+                    refs.update()
+                    .where((refs.c.repo_id == repo.id) & (refs.c.kind == "tag") & (refs.c.name == tag))
+                    .values(commit_id=commit_id, updated_at=utc_now_iso())
+                )
+        return commit_id
+
+    # -- commits ---------------------------------------------------------------------------------
+
+    def manifest(self, commit_id: str) -> Manifest:
+        with self._manifest_lock:
+            cached = self._manifests.get(commit_id)
+            if cached is not None:
+                self._manifests.move_to_end(commit_id)
+                return cached
+        with self.db.read() as conn:
+            row = conn.execute(select(commits.c.manifest).where(commits.c.id == commit_id)).first()
+        if row is None:
+            raise RevisionNotFound(f"commit {commit_id} does not exist on this node")
+        manifest = parse_manifest(zstandard.ZstdDecompressor().decompress(row[0]))
+        with self._manifest_lock:
+            self._manifests[commit_id] = manifest
+            while len(self._manifests) > _MANIFEST_CACHE:
+                self._manifests.popitem(last=False)
+        return manifest
+
+    def commit_info(self, commit_id: str) -> CommitInfo:
+        with self.db.read() as conn:
+            row = conn.execute(select(commits).where(commits.c.id == commit_id)).first()
+        if row is None:
+            raise RevisionNotFound(f"commit {commit_id} does not exist on this node")
+        return CommitInfo(row.id, json.loads(row.parents), row.message, row.author, row.created_at)
+
+    def card(self, commit_id: str) -> dict[str, Any]:
+        with self.db.read() as conn:
+            row = conn.execute(select(commits.c.card).where(commits.c.id == commit_id)).first()
+        if row is None:
+            raise RevisionNotFound(f"commit {commit_id} does not exist on this node")
+        return json.loads(row[0])
+
+    def log(self, repo: Repo, revision: str | None = None, limit: int = 100) -> list[CommitInfo]:
+        """First-parent history from a revision, newest first."""
+        out: list[CommitInfo] = []
+        current: str | None = self.resolve(repo, revision)
+        while current and len(out) < limit:
+            info = self.commit_info(current)
+            out.append(info)
+            current = info.parents[0] if info.parents else None
+        return out
+
+    def _require_chunks(self, files: list[FileEntry]) -> None:
+        wanted = [bytes.fromhex(d) for f in files for d, _ in f.chunks]
+        missing = self.store.missing(wanted)
+        if missing:
+            raise MissingChunks(
+                f"{len(missing)} chunk(s) named by the manifest are not on this node; upload them first "
+                "(POST /api/chunks) and commit again",
+                missing=[d.hex() for d in missing[:100]],
+            )
+
+    def _reader(self, entry: FileEntry) -> ChunkedFile:
+        return ChunkedFile(self.store, [(bytes.fromhex(d), n) for d, n in entry.chunks])
+
+    def derive_card(self, files: list[FileEntry], declared: dict[str, Any]) -> dict[str, Any]:
+        """Card from the headers of the largest GGUF (else all safetensors shards) and config.json,
+        plus the fields the author declared."""
+        card: dict[str, Any] = {}
+        by_path = {f.path: f for f in files}
+        ggufs = sorted((f for f in files if f.path.endswith(".gguf") and f.size > 8), key=lambda f: -f.size)
+        shards = [f for f in files if f.path.endswith(".safetensors") and f.size > 8]
+        current = ""
+        try:
+            if ggufs:
+                current = ggufs[0].path
+                with self._reader(ggufs[0]).open() as handle:
+                    card.update(cards.gguf_card(handle))
+                card["weights_file"] = current
+            elif shards:
+                parts = []
+                for shard in shards:
+                    current = shard.path
+                    with self._reader(shard).open() as handle:
+                        parts.append(cards.safetensors_card(handle))
+                card.update(parts[0])
+                card["parameters"] = sum(p["parameters"] for p in parts)
+                card["parameter_size"] = cards.size_label(card["parameters"])
+                card["weights_file"] = shards[0].path
+        except cards.HeaderError as exc:
+            card["card_error"] = f"{current}: {exc}"
+        if "config.json" in by_path and by_path["config.json"].size < 1_000_000:
+            config = by_path["config.json"]
+            raw = self._reader(config).read(0, config.size)
+            for key, value in cards.config_card(raw).items():
+                card.setdefault(key, value)
+        for key in _CARD_KEYS_FROM_DECLARED:
+            if declared.get(key) is not None and not card.get(key):
+                card[key] = declared[key]
+        card.setdefault("license", declared.get("license"))
+        card["files"] = len(files)
+        card["size"] = sum(f.size for f in files)
+        if declared:
+            card["declared"] = declared
+        return card
+
+    def commit(
+        self,
+        caller: Identity,
+        repo_type: str,
+        repo_id: str,
+        files: list[FileEntry],
+        *,
+        branch: str = DEFAULT_BRANCH,
+        expected_parent: str | None = None,
+        check_parent: bool = False,
+        message: str = "",
+        card: dict[str, Any] | None = None,
+        create: bool = True,
+        private: bool = False,
+    ) -> tuple[Manifest, Repo]:
+        """Record a new commit on ``branch``; with ``check_parent`` the branch must still be at
+        ``expected_parent`` (None = must not exist yet), else Conflict."""
+        check_type(repo_type)
+        check_ref_name(branch)
+        namespace, _ = split_repo_id(repo_id)
+        caller.require_write(namespace)
+        if create:
+            repo, _ = self.create_repo(caller, repo_type, repo_id, private=private, exist_ok=True)
+        else:
+            repo = self.get_repo(caller, repo_type, repo_id)
+        self._require_chunks(files)
+        declared = dict(card or {})
+        derived = self.derive_card(files, declared)
+        with self.db.write() as conn:
+            head = self._head(conn, repo, branch)
+            if check_parent and head != expected_parent:
+                raise Conflict(
+                    f"branch {branch!r} of {repo_id} moved: expected parent {expected_parent or '(none)'}, "
+                    f"it is now {head or '(none)'}. Pull, then push again.",
+                    head=head,
+                )
+            manifest = Manifest(
+                repo=repo_id,
+                type=repo_type,  # type: ignore[arg-type]
+                parents=[head] if head else [],
+                message=message or f"Update {repo_id}",
+                author=caller.name or "",
+                created_at=utc_now_iso(),
+                files=files,
+                card=declared,
+            )
+            self._insert_commit(conn, repo, manifest, derived)
+            self._move_branch(conn, repo, branch, head, manifest.commit_id)
+        return manifest, repo
+
+    def _insert_commit(self, conn, repo: Repo, manifest: Manifest, card: dict[str, Any]) -> None:
+        commit_id = manifest.commit_id
+        insert_ignore(
+            conn,
+            commits,
+            [
+                {
+                    "id": commit_id,
+                    "repo_id": repo.id,
+                    "manifest": self._zc.compress(manifest.canonical()),
+                    "parents": json.dumps(manifest.parents),
+                    "message": manifest.message,
+                    "author": manifest.author,
+                    "created_at": manifest.created_at,
+                    "card": json.dumps(card),
+                }
+            ],
+        )
+        insert_ignore(
+            conn,
+            blobs,
+            [
+                {
+                    "sha256": f.sha256,
+                    "size": f.size,
+                    "chunks": pack_chunks(f.chunks),
+                    "created_at": utc_now_iso(),
+                }
+                for f in {f.sha256: f for f in manifest.files}.values()
+            ],
+        )
+        conn.execute(repos.update().where(repos.c.id == repo.id).values(updated_at=utc_now_iso()))
+
+    def _move_branch(self, conn, repo: Repo, branch: str, old: str | None, new: str) -> None:
+        now = utc_now_iso()
+        if old is None:
+            conn.execute(
+                refs.insert().values(
+                    repo_id=repo.id, kind="branch", name=branch, commit_id=new, updated_at=now
+                )
+            )
+            return
+        moved = conn.execute(
+            refs.update()
+            .where(
+                (refs.c.repo_id == repo.id)
+                & (refs.c.kind == "branch")
+                & (refs.c.name == branch)
+                & (refs.c.commit_id == old)
+            )
+            .values(commit_id=new, updated_at=now)
+        )
+        if moved.rowcount != 1:
+            raise Conflict(f"branch {branch!r} of {repo.repo_id} moved during the commit; push again")
+
+    # -- blobs (file bodies by sha256) -----------------------------------------------------------
+
+    def blob_chunks(self, sha256: str) -> tuple[int, list[tuple[str, int]]] | None:
+        with self.db.read() as conn:
+            row = conn.execute(select(blobs.c.size, blobs.c.chunks).where(blobs.c.sha256 == sha256)).first()
+        return (row.size, unpack_chunks(row.chunks)) if row else None
+
+    def remember_blob(self, sha256: str, size: int, chunks: list[tuple[str, int]]) -> None:
+        with self.db.write() as conn:
+            insert_ignore(
+                conn,
+                blobs,
+                [
+                    {
+                        "sha256": sha256,
+                        "size": size,
+                        "chunks": pack_chunks(chunks),
+                        "created_at": utc_now_iso(),
+                    }
+                ],
+            )
+
+    # -- replication -----------------------------------------------------------------------------
+
+    def import_commit(self, repo: Repo, raw_manifest: bytes, expected_id: str) -> Manifest:
+        """Store a commit copied from another node, verbatim; its id must match its content."""
+        manifest = parse_manifest(raw_manifest)
+        if manifest.commit_id != expected_id:
+            raise ProtocolError(
+                f"manifest content hashes to {manifest.commit_id}, not {expected_id}: refusing it"
+            )
+        if manifest.repo != repo.repo_id or manifest.type != repo.type:
+            raise ProtocolError(f"manifest belongs to {manifest.type} {manifest.repo}, not {repo.repo_id}")
+        self._require_chunks(manifest.files)
+        derived = self.derive_card(manifest.files, dict(manifest.card))
+        with self.db.write() as conn:
+            self._insert_commit(conn, repo, manifest, derived)
+        return manifest
+
+    def has_commit(self, commit_id: str) -> bool:
+        with self.db.read() as conn:
+            return conn.execute(select(commits.c.id).where(commits.c.id == commit_id)).first() is not None
+
+    def set_refs(self, repo: Repo, branches: dict[str, str], tags: dict[str, str]) -> None:
+        """Make this repository's refs equal the given ones (mirrors follow their upstream)."""
+        now = utc_now_iso()
+        with self.db.write() as conn:
+            conn.execute(refs.delete().where(refs.c.repo_id == repo.id))
+            rows = [
+                {"repo_id": repo.id, "kind": kind, "name": name, "commit_id": cid, "updated_at": now}
+                for kind, group in (("branch", branches), ("tag", tags))
+                for name, cid in group.items()
+            ]
+            if rows:
+                conn.execute(refs.insert(), rows)
+
+    def ensure_namespace_writable(self, caller: Identity, namespace: str) -> None:
+        check_name(namespace, "namespace")
+        if not caller.can_write(namespace):
+            raise Forbidden(f"{caller.name!r} may not write to namespace {namespace!r}")

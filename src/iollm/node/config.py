@@ -1,0 +1,80 @@
+"""Where a node keeps its state, and how it is started."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_PORT = 8700
+
+
+def default_home() -> Path:
+    """``IOLLM_HOME``, else ``~/.iollm``."""
+    return Path(os.environ.get("IOLLM_HOME") or Path.home() / ".iollm").expanduser()
+
+
+@dataclass
+class NodeConfig:
+    home: Path = field(default_factory=default_home)
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    seed: bool = True
+    upstreams: list[str] = field(default_factory=list)
+    database: str | None = None  # URL; default SQLite file in the home
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://{host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class HomeLayout:
+    """The files of a node's home folder."""
+
+    root: Path
+
+    @property
+    def database(self) -> Path:
+        return self.root / "node.sqlite"
+
+    @property
+    def store(self) -> Path:
+        return self.root / "store"
+
+    @property
+    def token(self) -> Path:
+        return self.root / "token"
+
+    @property
+    def secret(self) -> Path:
+        return self.root / "secret"
+
+    @property
+    def tmp(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def cache(self) -> Path:
+        return self.root / "cache"
+
+    def prepare(self) -> None:
+        for folder in (self.root, self.store, self.tmp):
+            folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+
+    def hmac_secret(self) -> bytes:
+        """A per-node secret for signed upload URLs, created once (0600)."""
+        if not self.secret.exists():
+            fd = os.open(self.secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+        return bytes.fromhex(self.secret.read_text().strip())
+
+    def read_token(self) -> str | None:
+        try:
+            return self.token.read_text().strip() or None
+        except FileNotFoundError:
+            return None

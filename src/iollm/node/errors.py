@@ -1,0 +1,75 @@
+"""Every failure leaves the node as JSON with the right status; the node itself stays up."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ..protocol import IollmError, ProtocolError
+from ..store import ChunkCorrupt, ChunkMissing
+
+log = logging.getLogger("iollm.node")
+
+# Paths that speak Hugging Face's error dialect ({"error": "message"} plus X-Error-* headers).
+_HF_API_PREFIXES = ("/api/models", "/api/datasets", "/api/spaces", "/api/repos/create", "/api/whoami-v2")
+_NATIVE_PREFIXES = ("/api/", "/v1/", "/ui")
+
+
+def speaks_hf(path: str) -> bool:
+    return path.startswith(_HF_API_PREFIXES) or not path.startswith(_NATIVE_PREFIXES)
+
+
+def error_response(request: Request, error: IollmError) -> JSONResponse:
+    headers = {
+        "X-Error-Code": error.code,
+        "X-Error-Message": error.message.encode("ascii", "replace").decode(),
+    }
+    commit = error.details.get("commit")
+    if commit:
+        headers["X-Repo-Commit"] = str(commit)
+    body = {"error": error.message} if speaks_hf(request.url.path) else error.to_json()
+    return JSONResponse(body, status_code=error.status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(IollmError)
+    async def _iollm(request: Request, exc: IollmError) -> JSONResponse:
+        return error_response(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(
+            request, ProtocolError(f"malformed request: {where}: {first.get('msg', 'invalid')}")
+        )
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        error = IollmError(str(exc.detail))
+        error.status = exc.status_code
+        error.code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        error.type = "invalid_request_error"
+        return error_response(request, error)
+
+    @app.exception_handler(ChunkMissing)
+    async def _missing(request: Request, exc: ChunkMissing) -> JSONResponse:
+        error = IollmError(f"{exc}; the store lost data: run `iollm store verify`")
+        return error_response(request, error)
+
+    @app.exception_handler(ChunkCorrupt)
+    async def _corrupt(request: Request, exc: ChunkCorrupt) -> JSONResponse:
+        log.error("store damage: %s", exc)
+        error = IollmError(
+            f"{exc}; this node's store is damaged: run `iollm store verify`, pull from another peer"
+        )
+        return error_response(request, error)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(request, IollmError(f"internal error: {exc.__class__.__name__}: {exc}"))

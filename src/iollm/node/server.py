@@ -1,0 +1,51 @@
+"""``iollm up``: open the home, publish the packaged models, serve every API on one port."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+
+import uvicorn
+
+from .app import create_app, open_node
+from .config import NodeConfig
+
+log = logging.getLogger("iollm.node")
+
+
+def serve(config: NodeConfig, announce: Callable[[dict], None] | None = None) -> None:
+    """Run a node in the foreground until interrupted."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parts = open_node(config)
+    seeded = []
+    if config.seed:
+        from ..hub import seed_packaged_models
+
+        token = parts.layout.read_token()
+        assert token is not None
+        seeded = seed_packaged_models(
+            parts.hub, parts.accounts, token, log=lambda m: print(m, file=sys.stderr)
+        )
+    app = create_app(parts)
+    info = {
+        "api": config.url,
+        "openai": f"{config.url}/v1",
+        "hf_endpoint": config.url,
+        "editor": f"{config.url}/ui",
+        "home": str(config.home),
+        "token_file": str(parts.layout.token),
+        "seeded": [s["repo"] for s in seeded],
+    }
+    server = uvicorn.Server(
+        uvicorn.Config(app, host=config.host, port=config.port, log_level="warning", access_log=False)
+    )
+    original_startup = server.startup
+
+    async def startup(sockets=None) -> None:
+        await original_startup(sockets)
+        if announce is not None and server.started:
+            announce(info)
+
+    server.startup = startup  # type: ignore[method-assign]
+    server.run()

@@ -1,0 +1,376 @@
+"""A content-addressed chunk store: append-only pack files plus a SQLite index.
+
+Why packs: a 10 GB model is ~150k chunks; one file per chunk would cost 150k inodes and as many
+opens. Packs of up to 64 MiB keep chunks that were written together next to each other, so a pull
+reads them back with a handful of large sequential reads.
+
+Crash safety: chunk bytes are appended (and fsynced) before their index rows and the pack's
+committed length are written in one SQLite transaction. A process killed mid-write leaves bytes past
+the committed length, which the next open truncates away: nothing half-written is ever indexed.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import codec
+from .chunking import FileDigest, chunk_id, digest_buffer, digest_file
+from .errors import ChunkCorrupt, ChunkMissing
+
+PACK_MAX = 64 * 1024 * 1024
+SPAN_MAX = 8 * 1024 * 1024  # largest single read when serving consecutive chunks
+_SQL_BATCH = 900
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS chunks (
+    digest BLOB PRIMARY KEY,
+    pack INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
+    stored INTEGER NOT NULL,
+    raw INTEGER NOT NULL,
+    codec INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS chunks_by_place ON chunks(pack, offset);
+CREATE TABLE IF NOT EXISTS packs (
+    id INTEGER PRIMARY KEY,
+    committed INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Row:
+    digest: bytes
+    pack: int
+    offset: int
+    stored: int
+    raw: int
+    codec: int
+
+
+@dataclass
+class VerifyReport:
+    """What ``store verify`` found; ``ok`` only when nothing is damaged."""
+
+    chunks: int = 0
+    bytes: int = 0
+    packs: int = 0
+    damaged_chunks: list[dict[str, str | int]] = field(default_factory=list)
+    damaged_packs: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.damaged_chunks and not self.damaged_packs
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "chunks": self.chunks,
+            "bytes": self.bytes,
+            "packs": self.packs,
+            "damaged_packs": self.damaged_packs,
+            "damaged_chunks": self.damaged_chunks,
+        }
+
+
+class ChunkWriter:
+    """Appends chunks to the active pack; rows become visible only on ``commit``."""
+
+    def __init__(self, store: ChunkStore) -> None:
+        self._store = store
+        self._rows: list[tuple[bytes, int, int, int, int, int]] = []
+        self._pending: set[bytes] = set()
+        self._encoder = codec.AdaptiveEncoder()
+        self.new_chunks = 0
+        self.new_bytes = 0
+
+    def add(self, digest: bytes, data: bytes | memoryview) -> bool:
+        """Store one chunk unless present; returns whether it was new."""
+        if digest in self._pending or self._store.has(digest):
+            return False
+        kind, payload = self._encoder.encode(data)
+        pack, offset = self._store._append(payload)
+        self._rows.append((digest, pack, offset, len(payload), len(data), kind))
+        self._pending.add(digest)
+        self.new_chunks += 1
+        self.new_bytes += len(data)
+        return True
+
+    def commit(self) -> None:
+        self._store._commit_rows(self._rows)
+        self._rows = []
+        self._pending.clear()
+
+
+class ChunkStore:
+    """Chunks by BLAKE3 digest, stored once however many files and repositories share them."""
+
+    def __init__(self, root: str | os.PathLike[str], durable: bool = True) -> None:
+        self.root = Path(root)
+        self.packs_dir = self.root / "packs"
+        self.packs_dir.mkdir(parents=True, exist_ok=True)
+        self.durable = durable
+        self._local = threading.local()
+        self._write_lock = threading.Lock()
+        self._read_fds: dict[int, int] = {}
+        self._fd_lock = threading.Lock()
+        self._lock_file = open(self.root / "write.lock", "a+b")  # noqa: SIM115 - held for life
+        with self._db() as db:
+            db.executescript(_SCHEMA)
+        self._active: tuple[int, int, int] | None = None  # (pack id, fd, end offset)
+        self._recover()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.root / "index.sqlite", timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def pack_path(self, pack: int) -> Path:
+        return self.packs_dir / f"pack-{pack:06d}.pack"
+
+    @contextmanager
+    def _process_lock(self) -> Iterator[None]:
+        fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock_file.fileno(), fcntl.LOCK_UN)
+
+    def _recover(self) -> None:
+        """Cut every pack back to its committed length (drops bytes of interrupted writes)."""
+        with self._write_lock, self._process_lock():
+            for pack, committed in self._db().execute("SELECT id, committed FROM packs"):
+                path = self.pack_path(pack)
+                if path.exists() and path.stat().st_size > committed:
+                    os.truncate(path, committed)
+
+    def _append(self, payload: bytes | memoryview) -> tuple[int, int]:
+        """Append bytes to the active pack (caller holds the write lock)."""
+        if self._active is None or self._active[2] + len(payload) > PACK_MAX:
+            self._roll_pack()
+        assert self._active is not None
+        pack, fd, end = self._active
+        written = os.pwrite(fd, payload, end)
+        while written < len(payload):
+            written += os.pwrite(fd, memoryview(payload)[written:], end + written)
+        self._active = (pack, fd, end + len(payload))
+        return pack, end
+
+    def _roll_pack(self) -> None:
+        if self._active is not None:
+            self._sync_active()
+            os.close(self._active[1])
+        db = self._db()
+        row = db.execute("SELECT id, committed FROM packs ORDER BY id DESC LIMIT 1").fetchone()
+        if row is not None and row[1] < PACK_MAX:
+            pack, end = row
+        else:
+            pack, end = (row[0] + 1 if row else 1), 0
+            db.execute("INSERT INTO packs(id, committed) VALUES (?, 0)", (pack,))
+        fd = os.open(self.pack_path(pack), os.O_RDWR | os.O_CREAT, 0o644)
+        self._active = (pack, fd, end)
+
+    def _sync_active(self) -> None:
+        if self._active is not None and self.durable:
+            os.fsync(self._active[1])
+
+    def _commit_rows(self, rows: list[tuple[bytes, int, int, int, int, int]]) -> None:
+        if not rows:
+            return
+        self._sync_active()
+        ends: dict[int, int] = {}
+        for _, pack, offset, stored, _, _ in rows:
+            ends[pack] = max(ends.get(pack, 0), offset + stored)
+        db = self._db()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
+            for pack, end in ends.items():
+                db.execute("UPDATE packs SET committed = MAX(committed, ?) WHERE id = ?", (end, pack))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def writer(self) -> Iterator[ChunkWriter]:
+        """Hold the write lock for a batch of chunks; index rows are committed on exit."""
+        with self._write_lock, self._process_lock():
+            if self._active is not None:
+                # another process may have appended since: re-read the committed end
+                os.close(self._active[1])
+                self._active = None
+            writer = ChunkWriter(self)
+            try:
+                yield writer
+                writer.commit()
+            finally:
+                if self._active is not None:
+                    os.close(self._active[1])
+                    self._active = None
+
+    # -- writing --------------------------------------------------------------------------------
+
+    def put_many(self, chunks: Iterable[tuple[bytes, bytes | memoryview]], verify: bool = True) -> int:
+        """Store (digest, data) pairs; with ``verify`` each digest is checked first. Returns new count."""
+        with self.writer() as writer:
+            for digest, data in chunks:
+                if verify and chunk_id(data) != digest:
+                    raise ChunkCorrupt(digest, "bytes do not match the chunk's BLAKE3 digest")
+                writer.add(digest, data)
+            return writer.new_chunks
+
+    def ingest_file(self, path: str | os.PathLike[str], progress=None) -> tuple[FileDigest, int]:
+        """Chunk, hash and store a file; returns its digest and how many bytes were new."""
+        with self.writer() as writer:
+            digest = digest_file(path, on_chunk=writer.add, progress=progress)
+            return digest, writer.new_bytes
+
+    def ingest_bytes(self, data: bytes) -> tuple[FileDigest, int]:
+        with self.writer() as writer:
+            digest = digest_buffer(data, on_chunk=writer.add)
+            return digest, writer.new_bytes
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def has(self, digest: bytes) -> bool:
+        row = self._db().execute("SELECT 1 FROM chunks WHERE digest = ?", (digest,)).fetchone()
+        return row is not None
+
+    def _rows(self, digests: list[bytes]) -> dict[bytes, _Row]:
+        found: dict[bytes, _Row] = {}
+        db = self._db()
+        unique = list(dict.fromkeys(digests))
+        for start in range(0, len(unique), _SQL_BATCH):
+            batch = unique[start : start + _SQL_BATCH]
+            marks = ",".join("?" * len(batch))
+            for row in db.execute(f"SELECT * FROM chunks WHERE digest IN ({marks})", batch):
+                found[row[0]] = _Row(*row)
+        return found
+
+    def missing(self, digests: Iterable[bytes]) -> list[bytes]:
+        """The digests (in input order, without repeats) that this store does not hold."""
+        wanted = list(dict.fromkeys(digests))
+        present = self._rows(wanted)
+        return [d for d in wanted if d not in present]
+
+    def _fd(self, pack: int) -> int:
+        with self._fd_lock:
+            fd = self._read_fds.get(pack)
+            if fd is None:
+                try:
+                    fd = os.open(self.pack_path(pack), os.O_RDONLY)
+                except FileNotFoundError as exc:
+                    raise ChunkCorrupt(b"", f"pack file {self.pack_path(pack).name} is missing") from exc
+                self._read_fds[pack] = fd
+            return fd
+
+    def _read_span(self, rows: list[_Row], verify: bool) -> Iterator[bytes | memoryview]:
+        first, last = rows[0], rows[-1]
+        length = last.offset + last.stored - first.offset
+        span = os.pread(self._fd(first.pack), length, first.offset)
+        if len(span) != length:
+            raise ChunkCorrupt(first.digest, f"pack {self.pack_path(first.pack).name} is truncated")
+        view = memoryview(span)
+        for row in rows:
+            start = row.offset - first.offset
+            data = codec.decode(row.codec, view[start : start + row.stored], row.raw)
+            if verify and chunk_id(data) != row.digest:
+                raise ChunkCorrupt(row.digest, f"damaged in {self.pack_path(row.pack).name}")
+            yield data
+
+    def read_many(self, digests: list[bytes], verify: bool = True) -> Iterator[bytes | memoryview]:
+        """Yield each chunk's bytes in order, merging neighbours in a pack into one read."""
+        found = self._rows(digests)
+        span: list[_Row] = []
+        span_bytes = 0
+        for digest in digests:
+            row = found.get(digest)
+            if row is None:
+                raise ChunkMissing(digest)
+            adjacent = span and span[-1].pack == row.pack and span[-1].offset + span[-1].stored == row.offset
+            if span and (not adjacent or span_bytes + row.stored > SPAN_MAX):
+                yield from self._read_span(span, verify)
+                span, span_bytes = [], 0
+            span.append(row)
+            span_bytes += row.stored
+        if span:
+            yield from self._read_span(span, verify)
+
+    def read(self, digest: bytes, verify: bool = True) -> bytes:
+        return bytes(next(self.read_many([digest], verify=verify)))
+
+    def stats(self) -> dict[str, int]:
+        chunks, raw, stored = (
+            self._db()
+            .execute("SELECT COUNT(*), COALESCE(SUM(raw), 0), COALESCE(SUM(stored), 0) FROM chunks")
+            .fetchone()
+        )
+        packs = self._db().execute("SELECT COUNT(*) FROM packs").fetchone()[0]
+        return {"chunks": chunks, "raw_bytes": raw, "stored_bytes": stored, "packs": packs}
+
+    # -- integrity ------------------------------------------------------------------------------
+
+    def verify(self, progress=None) -> VerifyReport:
+        """Re-read and re-hash every chunk; name each damaged pack and chunk."""
+        report = VerifyReport()
+        db = self._db()
+        packs = db.execute("SELECT id, committed FROM packs ORDER BY id").fetchall()
+        report.packs = len(packs)
+        for pack, committed in packs:
+            path = self.pack_path(pack)
+            size = path.stat().st_size if path.exists() else -1
+            if size < committed:
+                report.damaged_packs.append(path.name)
+            rows = db.execute("SELECT * FROM chunks WHERE pack = ? ORDER BY offset", (pack,)).fetchall()
+            damaged_before = len(report.damaged_chunks)
+            for row in (_Row(*r) for r in rows):
+                report.chunks += 1
+                report.bytes += row.raw
+                reason = self._check(row, size)
+                if reason:
+                    report.damaged_chunks.append(
+                        {"chunk": row.digest.hex(), "pack": path.name, "reason": reason}
+                    )
+                if progress is not None:
+                    progress(row.raw)
+            if len(report.damaged_chunks) > damaged_before and path.name not in report.damaged_packs:
+                report.damaged_packs.append(path.name)
+        return report
+
+    def _check(self, row: _Row, pack_size: int) -> str:
+        """Why a stored chunk is unreadable, or "" when it is intact."""
+        if pack_size < row.offset + row.stored:
+            return "bytes missing from the pack"
+        try:
+            for _ in self._read_span([row], verify=True):
+                pass
+        except ChunkCorrupt:
+            return "bytes do not match the chunk's BLAKE3 digest"
+        except Exception as exc:  # a damaged zstd frame raises the library's own error
+            return f"cannot decode: {exc}"
+        return ""
+
+    def close(self) -> None:
+        with self._fd_lock:
+            for fd in self._read_fds.values():
+                os.close(fd)
+            self._read_fds.clear()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        self._lock_file.close()
