@@ -14,13 +14,13 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip==25.3
-	$(BIN)/pip install -q -e '.[runtime,dev]'
+	$(BIN)/pip install -q -e '.[runtime,ml,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 assets: install
-	$(BIN)/python -m iollm.assets fetch --models --data
+	$(BIN)/python -m iollm.assets fetch --models --data --safetensors --quiet
 
 up: assets
 	$(BIN)/iollm up --port $(PORT)

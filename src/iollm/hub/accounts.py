@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from ..database import Database, utc_now_iso
 from ..protocol import Conflict, Forbidden, NotFound, ProtocolError, Unauthorized, check_name
+from .names import check_namespace
 from .tables import memberships, tokens, users
 
 TOKEN_PREFIX = "iollm_"
@@ -97,6 +98,7 @@ class Accounts:
 
     def create_user(self, name: str, is_admin: bool = False, kind: str = "user") -> int:
         check_name(name, "user name" if kind == "user" else "organisation name")
+        check_namespace(name)
         with self.db.write() as conn:
             if self._user_row(conn, name) is not None:
                 raise Conflict(f"{name!r} already exists (user and organisation names share one space)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,7 +23,7 @@ from ..protocol import (
     check_protocol,
 )
 from ..protocol.client import FRAME_HEADER
-from ..store import CHUNKING_SPEC, ChunkStore, chunk_id
+from ..store import CHUNKING_SPEC, ChunkCorrupt, ChunkMissing, ChunkStore, chunk_id
 from ..store.chunkstore import ChunkWriter
 from .accounts import Accounts, Identity
 from .deps import accounts, caller, hub
@@ -33,6 +34,7 @@ MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 MAX_CHUNKS_PER_REQUEST = 100_000
 
 router = APIRouter(prefix="/api")
+log = logging.getLogger("iollm.hub")
 
 
 def _json_body(model: type[BaseModel], raw: bytes) -> Any:
@@ -154,6 +156,15 @@ def stream_chunks(store: ChunkStore, digests: list[bytes], block: int = 4 << 20)
         yield b"".join(pending)
 
 
+def stop_on_damage(pieces: Iterator[bytes], what: str) -> Iterator[bytes]:
+    """Once a response has started its status cannot change: on damage, log and end it short.
+    Clients verify what they receive and take the rest from another peer."""
+    try:
+        yield from pieces
+    except (ChunkCorrupt, ChunkMissing) as exc:
+        log.error("stopped serving %s: %s (run `iollm store verify`)", what, exc)
+
+
 @router.post("/chunks/fetch")
 async def chunks_fetch(request: Request) -> StreamingResponse:
     body = _json_body(ChunkList, await request.body())
@@ -165,7 +176,10 @@ async def chunks_fetch(request: Request) -> StreamingResponse:
             f"{len(missing)} requested chunk(s) are not on this node",
             missing=[d.hex() for d in missing[:100]],
         )
-    return StreamingResponse(stream_chunks(store, digests), media_type="application/octet-stream")
+    return StreamingResponse(
+        stop_on_damage(stream_chunks(store, digests), f"{len(digests)} chunks"),
+        media_type="application/octet-stream",
+    )
 
 
 # -- repositories ------------------------------------------------------------------------------

@@ -143,7 +143,7 @@ def gguf_card(handle: IO[bytes]) -> dict[str, Any]:
         "architecture": arch,
         "name": meta.get("general.name"),
         "parameters": params,
-        "parameter_size": size_label(params),
+        "parameter_size": meta.get("general.size_label") or size_label(params),
         "quantization": _quantization_name(meta.get("general.file_type"), tensors),
         "tensor_types": tensor_types,
         "context_length": meta.get(f"{arch}.context_length"),

@@ -36,6 +36,7 @@ from ..protocol import (
 )
 from ..store.reader import ChunkedFile
 from .accounts import Identity
+from .api import stop_on_damage
 from .deps import caller, hub
 from .repos import Hub, Repo
 
@@ -647,7 +648,8 @@ def _resolve(
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
     reader = ChunkedFile(h.store, [(bytes.fromhex(d), n) for d, n in entry.chunks])
-    return StreamingResponse(reader.iter_range(start, end), status_code=status, headers=headers)
+    pieces = stop_on_damage(reader.iter_range(start, end), f"{repo_id}/{path}")
+    return StreamingResponse(pieces, status_code=status, headers=headers)
 
 
 async def hf_catch_all(request: Request) -> Response:

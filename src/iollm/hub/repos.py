@@ -37,6 +37,7 @@ from ..store import ChunkStore
 from ..store.reader import ChunkedFile
 from . import cards
 from .accounts import Identity
+from .names import check_namespace
 from .tables import blobs, commits, refs, repos
 
 DEFAULT_BRANCH = "main"
@@ -168,18 +169,16 @@ class Hub:
                 if exist_ok:
                     return existing, False
                 raise Conflict(f"{repo_type} repository {repo_id!r} already exists")
-            now = utc_now_iso()
-            conn.execute(
-                repos.insert().values(
-                    type=repo_type,
-                    namespace=namespace,
-                    name=name,
-                    private=private,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            return self._find(conn, repo_type, namespace, name), True  # type: ignore[return-value]
+            return self._insert_repo(conn, repo_type, namespace, name, private), True
+
+    def _insert_repo(self, conn, repo_type: str, namespace: str, name: str, private: bool) -> Repo:
+        check_namespace(namespace)
+        now = utc_now_iso()
+        values = dict(
+            type=repo_type, namespace=namespace, name=name, private=private, created_at=now, updated_at=now
+        )
+        conn.execute(repos.insert().values(**values))
+        return self._find(conn, repo_type, namespace, name)  # type: ignore[return-value]
 
     def ensure_repo(self, repo_type: str, repo_id: str, private: bool = False) -> Repo:
         """Create a repository without an owner check: for the node's own work (seeding, mirroring)."""
@@ -187,20 +186,7 @@ class Hub:
         namespace, name = split_repo_id(repo_id)
         with self.db.write() as conn:
             existing = self._find(conn, repo_type, namespace, name)
-            if existing is not None:
-                return existing
-            now = utc_now_iso()
-            conn.execute(
-                repos.insert().values(
-                    type=repo_type,
-                    namespace=namespace,
-                    name=name,
-                    private=private,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-            return self._find(conn, repo_type, namespace, name)  # type: ignore[return-value]
+            return existing or self._insert_repo(conn, repo_type, namespace, name, private)
 
     def set_private(self, caller: Identity, repo_type: str, repo_id: str, private: bool) -> Repo:
         repo = self.get_repo(caller, repo_type, repo_id)
@@ -428,6 +414,8 @@ class Hub:
                     f"it is now {head or '(none)'}. Pull, then push again.",
                     head=head,
                 )
+            if head is not None and self._unchanged(head, files, declared):
+                return self.manifest(head), repo  # nothing changed: no empty commit
             manifest = Manifest(
                 repo=repo_id,
                 type=repo_type,  # type: ignore[arg-type]
@@ -441,6 +429,11 @@ class Hub:
             self._insert_commit(conn, repo, manifest, derived)
             self._move_branch(conn, repo, branch, head, manifest.commit_id)
         return manifest, repo
+
+    def _unchanged(self, head: str, files: list[FileEntry], declared: dict[str, Any]) -> bool:
+        current = self.manifest(head)
+        same_files = sorted(current.files, key=lambda f: f.path) == sorted(files, key=lambda f: f.path)
+        return same_files and (not declared or declared == current.card)
 
     def _insert_commit(self, conn, repo: Repo, manifest: Manifest, card: dict[str, Any]) -> None:
         commit_id = manifest.commit_id

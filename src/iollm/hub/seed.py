@@ -71,7 +71,7 @@ def seed_packaged_models(
         card = {
             "license": model.license,
             "upstream": model.upstream,
-            "source": "pypi:" + ", ".join(w[0] for w in model.wheels),
+            "source": "pypi:" + ", ".join(w.requirement for w in model.wheels),
         }
         result = publish_file(
             hub, who, model.repo_id, path, card, f"Publish {model.repo_id} from PyPI wheels"

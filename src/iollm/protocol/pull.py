@@ -61,8 +61,9 @@ class PeerSet:
             options = [c for c in self.healthy() if c.endpoint not in exclude]
             if not options:
                 return None
+            choice = options[self._turn % len(options)]
             self._turn += 1
-            return options[self._turn % len(options)]
+            return choice
 
     def fail(self, client: NodeClient, reason: str) -> None:
         with self._lock:

@@ -170,11 +170,15 @@ class ChunkStore:
         return pack, end
 
     def _roll_pack(self) -> None:
-        if self._active is not None:
-            self._sync_active()
-            os.close(self._active[1])
         db = self._db()
         row = db.execute("SELECT id, committed FROM packs ORDER BY id DESC LIMIT 1").fetchone()
+        if self._active is not None:
+            # The active pack is full. Its bytes of this batch are not committed yet, so the
+            # database still shows room in it: never reuse it, always start the next pack.
+            self._sync_active()
+            os.close(self._active[1])
+            row = (max(row[0], self._active[0]), PACK_MAX) if row else (self._active[0], PACK_MAX)
+            self._active = None
         if row is not None and row[1] < PACK_MAX:
             pack, end = row
         else:

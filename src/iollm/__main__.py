@@ -1,0 +1,3 @@
+from iollm.cli import main
+
+main()

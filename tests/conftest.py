@@ -1,0 +1,46 @@
+"""Shared fixtures: real nodes on loopback ports and real model files from the packaged wheels."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nodes import Node
+
+
+@pytest.fixture(scope="module")
+def node_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """Start any number of nodes; all are stopped when the module's tests finish."""
+    started: list[Node] = []
+    base = tmp_path_factory.mktemp("nodes")
+
+    def make(*args: str, name: str | None = None) -> Node:
+        node = Node(base / (name or f"node{len(started)}"), args=list(args))
+        started.append(node)
+        return node.start()
+
+    yield make
+    for node in started:
+        node.stop()
+
+
+@pytest.fixture(scope="module")
+def node(node_factory) -> Node:
+    """One node without the packaged models (fast to start)."""
+    return node_factory("--no-seed")
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    from iollm import assets
+
+    return assets.ensure_model("smollm2", progress=False)
+
+
+@pytest.fixture(scope="session")
+def smollm2_safetensors() -> Path:
+    from iollm import assets
+
+    return assets.ensure_smollm2_safetensors()

@@ -1,0 +1,106 @@
+"""Real nodes for tests: each is an ``iollm up`` subprocess on a free loopback port with its own home."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+IOLLM = [sys.executable, "-m", "iollm"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Node:
+    home: Path
+    port: int = field(default_factory=free_port)
+    args: list[str] = field(default_factory=list)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return (self.home / "token").read_text().strip()
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            IOLLM_HOME=str(self.home),
+            IOLLM_ENDPOINT=self.url,
+            IOLLM_NO_PROGRESS="1",
+            HF_HUB_DISABLE_TELEMETRY="1",
+        )
+        env.pop("IOLLM_TOKEN", None)
+        env.update(extra)
+        return env
+
+    def start(self, timeout: float = 120.0) -> Node:
+        log = open(self.home.parent / f"{self.home.name}.log", "ab")  # noqa: SIM115 - owned by the process
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.process = subprocess.Popen(
+            [*IOLLM, "up", "--home", str(self.home), "--port", str(self.port), *self.args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"node exited with {self.process.returncode}; see {log.name}")
+            try:
+                if httpx.get(f"{self.url}/health", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"node on port {self.port} did not come up")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+    def cli(
+        self, *args: str, check: bool = True, token: str | None = None, **env: str
+    ) -> subprocess.CompletedProcess:
+        """Run the real CLI against this node."""
+        extra = dict(env)
+        if token is not None:
+            extra["IOLLM_TOKEN"] = token
+        result = subprocess.run(
+            [*IOLLM, *args], capture_output=True, text=True, env=self.env(**extra), timeout=600
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"iollm {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def cli_json(self, *args: str, **kw: str) -> dict:
+        import json
+
+        result = self.cli(*args, "--json", **kw)
+        return json.loads(result.stdout)
+
+    def client(self, token: str | None = None):
+        from iollm.protocol import NodeClient
+
+        return NodeClient(self.url, token if token is not None else self.token)
