@@ -30,7 +30,65 @@ from .manifest import FileEntry, Manifest, is_commit_id
 
 FETCH_BATCH_BYTES = 8 * 1024 * 1024
 FETCH_STREAMS = 8
+HASH_AS_YOU_GO_BYTES = 8 * 1024 * 1024  # larger files are SHA-256 hashed while they download
 Progress = Callable[[str, int, int], None]
+
+
+class _PrefixHasher:
+    """SHA-256 of a file assembled out of order, computed on a thread as its prefix completes, so
+    verifying the whole file costs almost nothing once the last chunk has landed."""
+
+    def __init__(self, fd: int, entry: FileEntry) -> None:
+        self.size = entry.size
+        self.ends: dict[int, int] = {}
+        offset = 0
+        for _, length in entry.chunks:
+            self.ends[offset] = offset + length
+            offset += length
+        self.done: set[int] = set()
+        self.frontier = 0
+        self.aborted = False
+        self.sha = hashlib.sha256()
+        self.cond = threading.Condition()
+        self.map = mmap.mmap(fd, self.size, access=mmap.ACCESS_READ)
+        self.thread = threading.Thread(target=self._run, name="sha256", daemon=True)
+        self.thread.start()
+
+    def mark(self, offset: int) -> None:
+        with self.cond:
+            self.done.add(offset)
+            if offset == self.frontier:
+                self.cond.notify()
+
+    def _run(self) -> None:
+        view = memoryview(self.map)
+        try:
+            while True:
+                with self.cond:
+                    while not self.aborted and self.frontier < self.size and self.frontier not in self.done:
+                        self.cond.wait()
+                    if self.aborted or self.frontier >= self.size:
+                        return
+                    start = end = self.frontier
+                    while end in self.done and end < self.size:
+                        end = self.ends[end]
+                self.sha.update(view[start:end])
+                with self.cond:
+                    self.frontier = end
+        finally:
+            view.release()
+
+    def hexdigest(self) -> str:
+        self.thread.join()
+        self.map.close()
+        return self.sha.hexdigest()
+
+    def abort(self) -> None:
+        with self.cond:
+            self.aborted = True
+            self.cond.notify()
+        self.thread.join()
+        self.map.close()
 
 
 @dataclass
@@ -42,6 +100,21 @@ class _Target:
     fd: int = -1
     places: dict[bytes, list[int]] = field(default_factory=dict)  # digest -> offsets still to fill
     lengths: dict[bytes, int] = field(default_factory=dict)
+    hasher: _PrefixHasher | None = None
+
+    def start_hashing(self) -> None:
+        """Hash big files as they complete; chunks already in place count as done."""
+        if self.entry.size < HASH_AS_YOU_GO_BYTES:
+            return
+        self.hasher = _PrefixHasher(self.fd, self.entry)
+        pending = {o for offsets in self.places.values() for o in offsets}
+        for offset in self.hasher.ends:
+            if offset not in pending:
+                self.hasher.mark(offset)
+
+    def placed(self, offset: int) -> None:
+        if self.hasher is not None:
+            self.hasher.mark(offset)
 
 
 class PeerSet:
@@ -134,6 +207,7 @@ class _Assembler:
             written = os.pwrite(target.fd, data, offset)
             if written != len(data):
                 raise OSError(f"short write to {target.path}")
+            target.placed(offset)
 
     def pending(self) -> list[bytes]:
         return list(self.where)
@@ -226,7 +300,11 @@ def _sha256_of(fd: int, size: int) -> str:
 
 def _finish(cache: LocalCache, target: _Target) -> None:
     """Check the whole file's SHA-256, then make it a read-only blob."""
-    digest = _sha256_of(target.fd, target.entry.size)
+    if target.hasher is not None:
+        digest = target.hasher.hexdigest()
+        target.hasher = None
+    else:
+        digest = _sha256_of(target.fd, target.entry.size)
     os.close(target.fd)
     target.fd = -1
     if digest != target.entry.sha256:
@@ -295,6 +373,7 @@ def pull(
             offset += length
         if existed:
             resumed += _verify_existing(target)
+        target.start_hashing()
         targets[entry.sha256] = target
 
     assembler = _Assembler(list(targets.values()))
@@ -322,6 +401,8 @@ def pull(
             list(pool.map(lambda t: _finish(cache, t), targets.values()))
     finally:
         for target in targets.values():
+            if target.hasher is not None:
+                target.hasher.abort()
             if target.fd >= 0:
                 os.close(target.fd)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import queue
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import codec
-from .chunking import FileDigest, chunk_id, digest_buffer, digest_file
+from .chunking import FileDigest, MappedFile, chunk_id, digest_buffer
 from .errors import ChunkCorrupt, ChunkMissing
 
 PACK_MAX = 64 * 1024 * 1024
@@ -81,32 +82,84 @@ class VerifyReport:
 
 
 class ChunkWriter:
-    """Appends chunks to the active pack; rows become visible only on ``commit``."""
+    """Stores chunks in batches on a background thread; rows become visible only on ``commit``.
+
+    The caller (chunking and hashing) and the writer (index lookups, compression, pack writes and
+    their fsync) run concurrently; each batch costs one index query and a few gathered writes.
+    Chunk bytes must stay valid until ``commit`` returns (they are usually views of a mapped file).
+    """
+
+    BATCH_BYTES = 8 * 1024 * 1024
 
     def __init__(self, store: ChunkStore) -> None:
         self._store = store
         self._rows: list[tuple[bytes, int, int, int, int, int]] = []
-        self._pending: set[bytes] = set()
+        self._seen: set[bytes] = set()
         self._encoder = codec.AdaptiveEncoder()
+        self._batch: list[tuple[bytes, bytes | memoryview]] = []
+        self._batch_bytes = 0
+        self._queue: queue.Queue[list[tuple[bytes, bytes | memoryview]] | None] = queue.Queue(maxsize=2)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="chunk-writer", daemon=True)
+        self._thread.start()
         self.new_chunks = 0
         self.new_bytes = 0
 
-    def add(self, digest: bytes, data: bytes | memoryview) -> bool:
-        """Store one chunk unless present; returns whether it was new."""
-        if digest in self._pending or self._store.has(digest):
-            return False
-        kind, payload = self._encoder.encode(data)
-        pack, offset = self._store._append(payload)
-        self._rows.append((digest, pack, offset, len(payload), len(data), kind))
-        self._pending.add(digest)
-        self.new_chunks += 1
-        self.new_bytes += len(data)
-        return True
+    def add(self, digest: bytes, data: bytes | memoryview) -> None:
+        """Queue one chunk; it is stored unless the store (or this batch) already has it."""
+        self._batch.append((digest, data))
+        self._batch_bytes += len(data)
+        if self._batch_bytes >= self.BATCH_BYTES:
+            self._submit()
+
+    def _submit(self) -> None:
+        if self._error is not None:
+            raise self._error
+        if self._batch:
+            self._queue.put(self._batch)
+        self._batch, self._batch_bytes = [], 0
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is not None:
+                continue
+            try:
+                self._write(batch)
+            except BaseException as exc:  # surfaced to the caller on its next add/commit
+                self._error = exc
+
+    def _write(self, batch: list[tuple[bytes, bytes | memoryview]]) -> None:
+        fresh = [(d, data) for d, data in batch if d not in self._seen]
+        missing = set(self._store.missing([d for d, _ in fresh]))
+        todo = []
+        for digest, data in fresh:
+            if digest in missing and digest not in self._seen:
+                self._seen.add(digest)
+                kind, payload = self._encoder.encode(data)
+                todo.append((digest, kind, payload, len(data)))
+        places = self._store._append_many([payload for _, _, payload, _ in todo])
+        for (digest, kind, payload, raw), (pack, offset) in zip(todo, places, strict=True):
+            self._rows.append((digest, pack, offset, len(payload), raw, kind))
+            self.new_chunks += 1
+            self.new_bytes += raw
+
+    def _finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
 
     def commit(self) -> None:
+        try:
+            self._submit()
+        finally:
+            self._finish()
+        if self._error is not None:
+            raise self._error
         self._store._commit_rows(self._rows)
         self._rows = []
-        self._pending.clear()
+
+    def abandon(self) -> None:
+        self._batch = []
+        self._finish()
 
 
 class ChunkStore:
@@ -157,17 +210,40 @@ class ChunkStore:
                 if path.exists() and path.stat().st_size > committed:
                     os.truncate(path, committed)
 
-    def _append(self, payload: bytes | memoryview) -> tuple[int, int]:
-        """Append bytes to the active pack (caller holds the write lock)."""
-        if self._active is None or self._active[2] + len(payload) > PACK_MAX:
-            self._roll_pack()
+    def _append_many(self, payloads: list[bytes | memoryview]) -> list[tuple[int, int]]:
+        """Append payloads to the active pack with gathered writes, rolling to a new pack when full.
+        Returns (pack, offset) for each. Caller holds the write lock."""
+        places: list[tuple[int, int]] = []
+        group: list[bytes | memoryview] = []
+        for payload in payloads:
+            if self._active is None or self._active[2] + len(payload) > PACK_MAX:
+                self._write_group(group)
+                group = []
+                self._roll_pack()
+            assert self._active is not None
+            pack, fd, end = self._active
+            places.append((pack, end))
+            group.append(payload)
+            self._active = (pack, fd, end + len(payload))
+            if len(group) >= 512:  # IOV_MAX is 1024 on Linux
+                self._write_group(group)
+                group = []
+        self._write_group(group)
+        return places
+
+    def _write_group(self, group: list[bytes | memoryview]) -> None:
+        """Write payloads that end at the active pack's current end."""
+        if not group:
+            return
         assert self._active is not None
-        pack, fd, end = self._active
-        written = os.pwrite(fd, payload, end)
-        while written < len(payload):
-            written += os.pwrite(fd, memoryview(payload)[written:], end + written)
-        self._active = (pack, fd, end + len(payload))
-        return pack, end
+        _, fd, end = self._active
+        start = end - sum(len(p) for p in group)
+        total = sum(len(p) for p in group)
+        written = os.pwritev(fd, group, start)
+        if written < total:  # short gathered write: finish byte by byte
+            data = b"".join(group)
+            while written < total:
+                written += os.pwrite(fd, data[written:], start + written)
 
     def _roll_pack(self) -> None:
         db = self._db()
@@ -220,6 +296,10 @@ class ChunkStore:
             writer = ChunkWriter(self)
             try:
                 yield writer
+            except BaseException:
+                writer.abandon()
+                raise
+            else:
                 writer.commit()
             finally:
                 if self._active is not None:
@@ -235,18 +315,17 @@ class ChunkStore:
                 if verify and chunk_id(data) != digest:
                     raise ChunkCorrupt(digest, "bytes do not match the chunk's BLAKE3 digest")
                 writer.add(digest, data)
-            return writer.new_chunks
+        return writer.new_chunks
 
     def ingest_file(self, path: str | os.PathLike[str], progress=None) -> tuple[FileDigest, int]:
         """Chunk, hash and store a file; returns its digest and how many bytes were new."""
-        with self.writer() as writer:
-            digest = digest_file(path, on_chunk=writer.add, progress=progress)
-            return digest, writer.new_bytes
+        with MappedFile(path) as mapped:
+            return self.ingest_bytes(mapped.view, progress=progress)
 
-    def ingest_bytes(self, data: bytes) -> tuple[FileDigest, int]:
+    def ingest_bytes(self, data: bytes | memoryview, progress=None) -> tuple[FileDigest, int]:
         with self.writer() as writer:
-            digest = digest_buffer(data, on_chunk=writer.add)
-            return digest, writer.new_bytes
+            digest = digest_buffer(data, on_chunk=writer.add, progress=progress)
+        return digest, writer.new_bytes
 
     # -- reading --------------------------------------------------------------------------------
 

@@ -53,9 +53,9 @@ def decode(codec: int, payload: bytes | memoryview, raw_length: int) -> bytes | 
 
 
 class AdaptiveEncoder:
-    """Encodes a stream of chunks, re-deciding every sixteenth chunk whether compression pays.
+    """Encodes a stream of chunks, re-deciding every 32nd chunk whether compression pays.
 
-    Incompressible data (quantized weights) then costs one trial compression in sixteen chunks.
+    Incompressible data (quantized weights) then costs one trial compression in 32 chunks.
     """
 
     def __init__(self) -> None:
@@ -63,7 +63,7 @@ class AdaptiveEncoder:
         self._pays = False
 
     def encode(self, data: bytes | memoryview) -> tuple[int, bytes | memoryview]:
-        probe = self._seen % 16 == 0
+        probe = self._seen % 32 == 0
         self._seen += 1
         if not (probe or self._pays):
             return RAW, data

@@ -1,0 +1,210 @@
+"""Benchmark of the sharing protocol (issue #2). Prints one JSON object.
+
+1. Cold pull of the Qwen GGUF (491 MB) from one node: our verified pull vs ``hf_hub_download`` from the
+   same node vs ``curl`` of the same resolve URL.
+2. A second version of the SmolLM2 safetensors model with ~1 % of its bytes changed: bytes our push
+   sends and our pull receives vs the bytes that changed; v2 pull time vs ``hf_hub_download`` of v2.
+3. Ingest (chunk + hash + store) speed vs BLAKE3 hashing alone of the same bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import blake3
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _harness import BenchNode, emit, median, scratch, timed
+from iollm import assets
+from iollm.protocol import LocalCache, NodeClient, pull
+from iollm.store import ChunkStore, MappedFile
+
+REPEATS = int(os.environ.get("BENCH_REPEATS", "3"))
+QWEN = "iollm/qwen2.5-coder-0.5b-instruct"
+
+
+def hf_download(
+    endpoint: str, token: str, repo: str, filename: str, cache: Path, revision: str = "main"
+) -> float:
+    """Time hf_hub_download in a fresh interpreter (it reads HF_ENDPOINT at import); import time excluded."""
+    code = (
+        "import time,sys\nfrom huggingface_hub import hf_hub_download\n"
+        "t=time.perf_counter()\n"
+        f"hf_hub_download({repo!r}, {filename!r}, revision={revision!r}, cache_dir={str(cache)!r})\n"
+        "print(time.perf_counter()-t)"
+    )
+    env = dict(
+        os.environ,
+        HF_ENDPOINT=endpoint,
+        HF_TOKEN=token,
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HOME=str(cache / "home"),
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def our_pull(node: BenchNode, repo: str, home: Path, revision: str = "main") -> tuple[float, dict]:
+    with NodeClient(node.url, node.token) as client:
+        cache = LocalCache(home / "cache")
+        seconds, result = timed(lambda: pull([client], "model", repo, revision, cache, home / "out"))
+        cache.close()
+    return seconds, result
+
+
+def curl_download(url: str, token: str, dest: Path) -> float:
+    seconds, _ = timed(
+        lambda: subprocess.run(
+            ["curl", "-sf", "-o", str(dest), "-H", f"Authorization: Bearer {token}", url], check=True
+        )
+    )
+    return seconds
+
+
+def cold_pull(node: BenchNode, work: Path) -> dict:
+    gguf = assets.ensure_model("qwen-coder", progress=False)
+    name = gguf.name
+    url = f"{node.url}/{QWEN}/resolve/main/{name}"
+    ours, hf, curl = [], [], []
+    for i in range(REPEATS):
+        seconds, result = our_pull(node, QWEN, work / f"ours{i}")
+        assert result["bytes_received"] == gguf.stat().st_size
+        ours.append(seconds)
+        hf.append(hf_download(node.url, node.token, QWEN, name, work / f"hf{i}"))
+        curl.append(curl_download(url, node.token, work / f"curl{i}.gguf"))
+        for folder in (work / f"ours{i}", work / f"hf{i}"):
+            shutil.rmtree(folder, ignore_errors=True)
+        (work / f"curl{i}.gguf").unlink(missing_ok=True)
+    size_mb = gguf.stat().st_size / 1e6
+    return {
+        "file_mb": round(size_mb, 1),
+        "ours_s": median(ours),
+        "hf_hub_download_s": median(hf),
+        "curl_s": median(curl),
+        "ours_mb_per_s": round(size_mb / median(ours), 1),
+        "ratio_hf_over_ours": round(median(hf) / median(ours), 3),
+        "ratio_curl_over_ours": round(median(curl) / median(ours), 3),
+        "ours_verifies": "blake3 per chunk + sha256 per file",
+        "hf_verifies": "size only",
+        "target_met": median(ours) <= median(hf),
+        "runs": {"ours": ours, "hf": hf, "curl": curl},
+    }
+
+
+def make_v2(v1: Path, v2: Path, fraction: float = 0.01) -> int:
+    """Copy the model folder, rewrite whole tensors until ~``fraction`` of bytes changed; returns bytes changed."""
+    shutil.copytree(v1, v2)
+    target = v2 / "model.safetensors"
+    raw = bytearray(target.read_bytes())
+    header_len = struct.unpack("<Q", raw[:8])[0]
+    import json
+
+    header = json.loads(raw[8 : 8 + header_len])
+    base = 8 + header_len
+    budget = int(len(raw) * fraction)
+    changed = 0
+    names = sorted(k for k in header if k != "__metadata__" and "layers.10." in k)
+    for name in names:
+        start, end = header[name]["data_offsets"]
+        if changed + (end - start) > budget * 1.2:
+            continue
+        original = bytes(raw[base + start : base + end])
+        noise = os.urandom(end - start)
+        raw[base + start : base + end] = noise
+        changed += sum(1 for a, b in zip(original, noise, strict=True) if a != b)
+        if changed >= budget:
+            break
+    target.write_bytes(bytes(raw))
+    return changed
+
+
+def second_version(node: BenchNode, work: Path) -> dict:
+    v1 = assets.ensure_smollm2_safetensors(progress=False)
+    v2 = work / "smollm2-v2"
+    changed = make_v2(v1, v2)
+    first = node.cli_json("push", str(v1), "local/smollm2-st", "-m", "v1")
+    second = node.cli_json("push", str(v2), "local/smollm2-st", "-m", "v2")
+    home = work / "client"
+    our_pull(node, "local/smollm2-st", home, first["commit"])  # v1 present locally
+    seconds, pulled = our_pull(node, "local/smollm2-st", home, second["commit"])
+    hf_cache = work / "hf-st"
+    hf_download(node.url, node.token, "local/smollm2-st", "model.safetensors", hf_cache, first["commit"])
+    hf_seconds = hf_download(
+        node.url, node.token, "local/smollm2-st", "model.safetensors", hf_cache, second["commit"]
+    )
+    total = sum(f.stat().st_size for f in v2.rglob("*") if f.is_file())
+    return {
+        "model_bytes": total,
+        "bytes_changed": changed,
+        "fraction_changed": round(changed / total, 4),
+        "push_bytes_sent": second["bytes_sent"],
+        "pull_bytes_received": pulled["bytes_received"],
+        "push_sent_over_changed": round(second["bytes_sent"] / changed, 3),
+        "pull_received_over_changed": round(pulled["bytes_received"] / changed, 3),
+        "ours_v2_pull_s": round(seconds, 3),
+        "hf_hub_download_v2_s": round(hf_seconds, 3),
+        "hf_bytes_received": (v2 / "model.safetensors").stat().st_size,
+        "target_met": second["bytes_sent"] <= 1.2 * changed and pulled["bytes_received"] <= 1.2 * changed,
+    }
+
+
+def ingest_speed(work: Path) -> dict:
+    gguf = assets.ensure_model("qwen-coder", progress=False)
+    with MappedFile(gguf) as mapped:
+        view = mapped.view
+        blake_single = median([timed(lambda: blake3.blake3(view).digest())[0] for _ in range(REPEATS)])
+        blake_multi = median(
+            [
+                timed(lambda: blake3.blake3(view, max_threads=blake3.blake3.AUTO).digest())[0]
+                for _ in range(REPEATS)
+            ]
+        )
+        sha = median([timed(lambda: hashlib.sha256(view).digest())[0] for _ in range(REPEATS)])
+    runs = []
+    for i in range(REPEATS):
+        store = ChunkStore(work / f"store{i}")
+        runs.append(timed(lambda store=store: store.ingest_file(gguf))[0])
+        store.close()
+        shutil.rmtree(work / f"store{i}")
+    mb = gguf.stat().st_size / 1e6
+    ingest = median(runs)
+    return {
+        "file_mb": round(mb, 1),
+        "ingest_mb_per_s": round(mb / ingest, 1),
+        "blake3_1thread_mb_per_s": round(mb / blake_single, 1),
+        "blake3_all_threads_mb_per_s": round(mb / blake_multi, 1),
+        "sha256_mb_per_s": round(mb / sha, 1),
+        "ingest_over_blake3_1thread": round(blake_single / ingest, 3),
+        "ingest_includes": "FastCDC + BLAKE3 per chunk + SHA-256 of the file + pack write + index commit (fsync)",
+        "target_met": blake_single / ingest >= 0.5,
+    }
+
+
+def main() -> None:
+    with scratch("iollm-bench-transfer-") as work:
+        node = BenchNode(work / "node")
+        try:
+            started = time.perf_counter()
+            result = {
+                "benchmark": "transfer",
+                "machine": {"cpus": os.cpu_count()},
+                "cold_pull": cold_pull(node, work),
+                "second_version": second_version(node, work),
+                "ingest": ingest_speed(work),
+            }
+            result["seconds"] = round(time.perf_counter() - started, 1)
+        finally:
+            node.stop()
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()
