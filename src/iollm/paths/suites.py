@@ -1,0 +1,444 @@
+"""Task suites: checkable tasks from a JSONL file or from the BIG-bench and HumanEval packages.
+
+A suite file is JSONL, one task per line (blank lines are skipped)::
+
+    {"input": str, "target": str | [str], "checker": "exact" | "numeric" | "choice" | "python_tests",
+     "id": str, "choices": [str], "meta": {...}}
+
+Only ``input`` and ``target`` are required; ``checker`` defaults to ``exact``. ``choice`` tasks need
+``choices`` (the options, which must include every target); ``python_tests`` targets are test code run
+after the produced code (``meta.prompt`` is the HumanEval-style prompt the code may continue). Unknown keys
+are rejected so that a typo such as ``"chekcer"`` cannot silently fall back to ``exact``.
+
+Built-in suites are read from the data the asset module fetches from hash-pinned PyPI files (see
+``iollm.assets``). Multiple-choice BIG-bench tasks list their options lettered in the input, in an order
+shuffled per task (BIG-bench's ``date_understanding`` lists the right answer first in 364 of 369 tasks).
+
+Every suite splits, for a seed, into a *search* split and a *held-out* split (see ``Suite.split``). The path
+search only ever sees the search split; final figures come from the held-out split alone, and
+``SuiteSplit.fingerprint`` lets a report show which tasks each split held.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checkers import CHECKERS, parse_number
+
+__all__ = [
+    "BUILTIN_SUITES",
+    "BuiltinSuite",
+    "Suite",
+    "SuiteError",
+    "SuiteSplit",
+    "Task",
+    "list_suites",
+    "load_suite",
+    "read_jsonl",
+    "write_jsonl",
+]
+
+
+class SuiteError(ValueError):
+    """A suite that cannot be loaded: unknown name, unreadable file or malformed task (``path:line: msg``)."""
+
+
+@dataclass(frozen=True)
+class Task:
+    """One checkable task. ``id`` is stable across runs: suite name + index, or HumanEval's task_id."""
+
+    id: str
+    input: str
+    target: str | tuple[str, ...]
+    checker: str = "exact"
+    choices: tuple[str, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The acceptable answers, always as a tuple."""
+        return (self.target,) if isinstance(self.target, str) else self.target
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSONL form (``write_jsonl``); ``read_jsonl`` reads it back to an equal task."""
+        row: dict[str, Any] = {"id": self.id, "input": self.input}
+        row["target"] = self.target if isinstance(self.target, str) else list(self.target)
+        row["checker"] = self.checker
+        if self.choices:
+            row["choices"] = list(self.choices)
+        if self.meta:
+            row["meta"] = self.meta
+        return row
+
+
+def _hash_unit(seed: int, task_id: str) -> str:
+    return hashlib.sha256(f"{seed}\x00{task_id}".encode()).hexdigest()
+
+
+def _fingerprint(tasks: list[Task]) -> str:
+    return hashlib.sha256("\n".join(t.id for t in tasks).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SuiteSplit:
+    """The search and held-out tasks of one suite for one seed (both in suite order)."""
+
+    suite: str
+    seed: int
+    heldout_fraction: float
+    search: list[Task]
+    heldout: list[Task]
+
+    @property
+    def fingerprint(self) -> dict[str, str]:
+        """sha256 of each split's task ids (in order), to show in reports which tasks each split held."""
+        return {"search": _fingerprint(self.search), "heldout": _fingerprint(self.heldout)}
+
+
+@dataclass
+class Suite:
+    """A named list of tasks plus where it came from."""
+
+    name: str
+    description: str
+    tasks: list[Task]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.tasks)
+
+    def __iter__(self) -> Iterator[Task]:
+        return iter(self.tasks)
+
+    @property
+    def checkers(self) -> list[str]:
+        """The checkers used by the tasks, most common first."""
+        counts: dict[str, int] = {}
+        for task in self.tasks:
+            counts[task.checker] = counts.get(task.checker, 0) + 1
+        return sorted(counts, key=lambda c: -counts[c])
+
+    def split(self, seed: int = 0, heldout_fraction: float = 0.5, max_tasks: int | None = None) -> SuiteSplit:
+        """Deterministic search/held-out split.
+
+        Tasks are ranked by ``sha256(seed, task id)`` and the first ``round(n * heldout_fraction)`` are
+        held out. The assignment depends only on the ids, so adding one task moves at most one existing
+        task between the splits, and reordering the file moves none. ``max_tasks`` caps the total by
+        taking the first tasks in rank order *from each split separately* (in proportion), so a capped
+        search split is always a subset of the uncapped one and never meets any held-out task.
+        """
+        if not 0.0 <= heldout_fraction <= 1.0:
+            raise ValueError(f"heldout_fraction must be within [0, 1], not {heldout_fraction}")
+        if max_tasks is not None and max_tasks < 0:
+            raise ValueError("max_tasks must be >= 0")
+        position = {task.id: index for index, task in enumerate(self.tasks)}
+        ranked = sorted(self.tasks, key=lambda t: _hash_unit(seed, t.id))
+        cut = round(len(ranked) * heldout_fraction)
+        heldout, search = ranked[:cut], ranked[cut:]
+        if max_tasks is not None and max_tasks < len(ranked):
+            keep_heldout = min(len(heldout), round(max_tasks * heldout_fraction))
+            heldout, search = heldout[:keep_heldout], search[: max_tasks - keep_heldout]
+        return SuiteSplit(
+            suite=self.name,
+            seed=seed,
+            heldout_fraction=heldout_fraction,
+            search=sorted(search, key=lambda t: position[t.id]),
+            heldout=sorted(heldout, key=lambda t: position[t.id]),
+        )
+
+    def info(self) -> dict[str, Any]:
+        """Summary for ``iollm suite show``."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "size": len(self.tasks),
+            "checker": ", ".join(self.checkers),
+            "source": self.source,
+        }
+
+
+# ---------------------------------------------------------------------------------------------------
+# JSONL files
+
+
+_KEYS = {"id", "input", "target", "checker", "choices", "meta"}
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(f"{what} must be a string or a non-empty list of strings")
+
+
+def _task_from_row(row: Any, default_id: str) -> Task:
+    """Validate one decoded line; raises ValueError with a message that names the problem."""
+    if not isinstance(row, dict):
+        raise ValueError(f"expected a JSON object, got {type(row).__name__}")
+    unknown = sorted(set(row) - _KEYS)
+    if unknown:
+        raise ValueError(
+            f"unknown key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(sorted(_KEYS))}"
+        )
+    for key in ("input", "target"):
+        if key not in row:
+            raise ValueError(f"missing {key!r}")
+    if not isinstance(row["input"], str):
+        raise ValueError("'input' must be a string")
+    targets = _strings(row["target"], "'target'")
+    checker = row.get("checker", "exact")
+    if checker not in CHECKERS:
+        raise ValueError(f"unknown checker {checker!r}; expected one of {', '.join(CHECKERS)}")
+    choices = _strings(row["choices"], "'choices'") if row.get("choices") is not None else ()
+    meta = row.get("meta") or {}
+    if not isinstance(meta, dict):
+        raise ValueError("'meta' must be an object")
+    task_id = row.get("id", default_id)
+    if not isinstance(task_id, str) or not task_id:
+        raise ValueError("'id' must be a non-empty string")
+    _check_targets(checker, targets, choices)
+    target: str | tuple[str, ...] = row["target"] if isinstance(row["target"], str) else targets
+    return Task(task_id, row["input"], target, checker, choices, meta)
+
+
+def _check_targets(checker: str, targets: tuple[str, ...], choices: tuple[str, ...]) -> None:
+    if checker == "numeric":
+        bad = [t for t in targets if parse_number(t) is None]
+        if bad:
+            raise ValueError(f"numeric target {bad[0]!r} is not a number")
+    if checker == "choice":
+        if not choices:
+            raise ValueError("a 'choice' task needs 'choices'")
+        missing = [t for t in targets if t not in choices]
+        if missing:
+            raise ValueError(f"target {missing[0]!r} is not one of the choices")
+
+
+def read_jsonl(path: str | Path, name: str | None = None) -> Suite:
+    """Load a JSONL suite, validating every line; errors read ``path:line: message``."""
+    path = Path(path)
+    name = name or path.stem
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SuiteError(f"{path}: cannot read suite: {exc}") from exc
+    tasks: list[Task] = []
+    seen: dict[str, int] = {}
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            task = _task_from_row(json.loads(line), f"{name}/{len(tasks)}")
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            raise SuiteError(f"{path}:{number}: {exc}") from None
+        if task.id in seen:
+            raise SuiteError(f"{path}:{number}: duplicate id {task.id!r} (first on line {seen[task.id]})")
+        seen[task.id] = number
+        tasks.append(task)
+    if not tasks:
+        raise SuiteError(f"{path}: the suite has no tasks")
+    return Suite(name, f"tasks from {path.name}", tasks, str(path))
+
+
+def write_jsonl(suite: Suite, path: str | Path) -> Path:
+    """Export a suite as JSONL (ids, choices and meta included, so it loads back unchanged)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as f:
+        for task in suite.tasks:
+            f.write(json.dumps(task.to_json(), ensure_ascii=False) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------
+# Built-in suites
+
+
+_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+@dataclass(frozen=True)
+class BuiltinSuite:
+    """A suite shipped by a package: how to find its data and turn it into tasks."""
+
+    name: str
+    description: str
+    checker: str
+    bigbench_task: str | None = None  # None: HumanEval
+
+    def data_path(self) -> Path:
+        """Where the data lives once fetched (it may not exist yet)."""
+        from iollm import assets
+
+        if self.bigbench_task is None:
+            return assets.assets_dir() / "humaneval" / "HumanEval.jsonl.gz"
+        return assets.bigbench_task_path(self.bigbench_task)
+
+    def fetch(self) -> Path:
+        """The data file, downloading and extracting it if needed."""
+        from iollm import assets
+
+        if self.bigbench_task is None:
+            return assets.ensure_humaneval(progress=False)
+        return assets.ensure_bigbench_tasks([self.bigbench_task], progress=False)[self.bigbench_task]
+
+    def tasks_from(self, path: Path) -> list[Task]:
+        if self.bigbench_task is None:
+            return _humaneval_tasks(path)
+        return _bigbench_tasks(self.name, self.checker, path)
+
+
+def _bb(name: str, task: str, checker: str, description: str) -> BuiltinSuite:
+    return BuiltinSuite(f"bigbench/{name}", description, checker, task)
+
+
+BUILTIN_SUITES: dict[str, BuiltinSuite] = {
+    s.name: s
+    for s in (
+        _bb(
+            "arithmetic-1digit-add",
+            "arithmetic/1_digit_addition",
+            "numeric",
+            "BIG-bench: add two 1-digit numbers",
+        ),
+        _bb(
+            "arithmetic-2digit-add",
+            "arithmetic/2_digit_addition",
+            "numeric",
+            "BIG-bench: add two 2-digit numbers",
+        ),
+        _bb(
+            "object-counting",
+            "object_counting",
+            "numeric",
+            "BIG-bench: count the objects of a kind in a list",
+        ),
+        _bb("word-sorting", "word_sorting", "exact", "BIG-bench: sort a list of words alphabetically"),
+        _bb(
+            "logical-deduction-3",
+            "logical_deduction/three_objects",
+            "choice",
+            "BIG-bench: deduce the order of three objects (multiple choice)",
+        ),
+        _bb(
+            "date-understanding",
+            "date_understanding",
+            "choice",
+            "BIG-bench: infer a date from context (multiple choice)",
+        ),
+        BuiltinSuite(
+            "humaneval", "HumanEval: complete a Python function so its unit tests pass", "python_tests"
+        ),
+    )
+}
+
+
+def _bigbench_input(spec: dict[str, Any], example: dict[str, Any]) -> str:
+    """Task prefix + the task's own input prefix + the input (BIG-bench's Q:/A: defaults are not added)."""
+    text = str(spec.get("task_prefix") or "") + str(spec.get("example_input_prefix") or "")
+    return (text + str(example["input"])).strip()
+
+
+def _shuffled(options: list[str], task_id: str) -> list[str]:
+    """Option order fixed per task id, so the right answer is not always in the same place."""
+    rng = random.Random(int(hashlib.sha256(task_id.encode()).hexdigest()[:16], 16))
+    options = list(options)
+    rng.shuffle(options)
+    return options
+
+
+def _multiple_choice(
+    question: str, scores: dict[str, float], task_id: str
+) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """Input with lettered options, the best-scoring options as targets, and the options."""
+    choices = tuple(_shuffled(list(scores), task_id))
+    best = max(scores.values())
+    targets = tuple(c for c in choices if scores[c] == best)
+    listed = "\n".join(f"({_LETTERS[i]}) {c}" for i, c in enumerate(choices))
+    text = f"{question}\n\nOptions:\n{listed}\n\nWhich option is correct? Answer with its letter."
+    return text, targets, choices
+
+
+def _bigbench_tasks(name: str, checker: str, path: Path) -> list[Task]:
+    spec = json.loads(path.read_text(encoding="utf-8"))
+    tasks = []
+    for index, example in enumerate(spec["examples"]):
+        task_id = f"{name}/{index}"
+        question = _bigbench_input(spec, example)
+        if checker == "choice":
+            text, targets, choices = _multiple_choice(question, example["target_scores"], task_id)
+            target: str | tuple[str, ...] = targets[0] if len(targets) == 1 else targets
+            tasks.append(Task(task_id, text, target, checker, choices))
+            continue
+        raw = example["target"]
+        target = raw if isinstance(raw, str) else tuple(str(t) for t in raw)
+        tasks.append(Task(task_id, question, target, checker))
+    return tasks
+
+
+def _humaneval_tasks(path: Path) -> list[Task]:
+    tasks = []
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            entry = row["entry_point"]
+            tests = f"{row['test'].rstrip()}\n\n\ncheck({entry})\n"
+            meta = {"entry_point": entry, "prompt": row["prompt"]}  # no canonical solution: it must not leak
+            tasks.append(Task(row["task_id"], row["prompt"], tests, "python_tests", (), meta))
+    return tasks
+
+
+_CACHE: dict[str, tuple[Task, ...]] = {}
+
+
+def _load_builtin(spec: BuiltinSuite) -> Suite:
+    if spec.name not in _CACHE:
+        path = spec.fetch()
+        _CACHE[spec.name] = tuple(spec.tasks_from(path))
+    source = str(spec.data_path())
+    return Suite(spec.name, spec.description, list(_CACHE[spec.name]), source)
+
+
+def load_suite(name_or_path: str | Path) -> Suite:
+    """A built-in suite by name (fetching its data on first use), or any JSONL file by path."""
+    key = str(name_or_path)
+    spec = BUILTIN_SUITES.get(key)
+    if spec is not None:
+        return _load_builtin(spec)
+    path = Path(key).expanduser()
+    if path.is_file():
+        return read_jsonl(path)
+    known = ", ".join(BUILTIN_SUITES)
+    raise SuiteError(f"no suite {key!r}: not a built-in suite ({known}) and not a file")
+
+
+def _size_if_present(spec: BuiltinSuite) -> int | None:
+    """Task count when the data is already on disk; never downloads."""
+    if spec.name in _CACHE:
+        return len(_CACHE[spec.name])
+    path = spec.data_path()
+    if not path.is_file():
+        return None
+    try:
+        _CACHE[spec.name] = tuple(spec.tasks_from(path))
+    except (OSError, ValueError, KeyError):
+        return None
+    return len(_CACHE[spec.name])
+
+
+def list_suites() -> list[dict[str, Any]]:
+    """Built-in suites (name, description, size, checker); size is None until the data is fetched."""
+    return [
+        {"name": s.name, "description": s.description, "size": _size_if_present(s), "checker": s.checker}
+        for s in BUILTIN_SUITES.values()
+    ]
