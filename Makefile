@@ -14,7 +14,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip==25.3
-	$(BIN)/pip install -q -e '.[runtime,ml,dev]'
+	$(BIN)/pip install -q -e '.[runtime,ml,dev,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import account_cmds, hub_cmds, node_cmds
+from . import account_cmds, archive_cmds, env_cmds, hub_cmds, node_cmds, runtime_cmds
 
 app = typer.Typer(
     name="iollm",
@@ -13,12 +13,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-for group in (node_cmds.app, hub_cmds.app, account_cmds.app):
+for group in (node_cmds.app, hub_cmds.app, runtime_cmds.app, account_cmds.app):
     app.registered_commands.extend(group.registered_commands)
+app.registered_commands.extend(archive_cmds.app.registered_commands)
+app.registered_commands.extend(env_cmds.app.registered_commands)
 app.add_typer(hub_cmds.store_app, name="store")
 app.add_typer(account_cmds.token_app, name="token")
 app.add_typer(account_cmds.user_app, name="user")
 app.add_typer(account_cmds.org_app, name="org")
+app.add_typer(env_cmds.env_app, name="env")
 
 
 def main() -> None:

@@ -28,6 +28,16 @@ def up_cmd(
     database: Annotated[
         str | None, typer.Option("--database", help="Database URL (default: SQLite in the home).")
     ] = None,
+    anonymous_inference: Annotated[
+        bool, typer.Option("--anonymous-inference", help="Allow inference without a token (local use).")
+    ] = False,
+    memory_budget: Annotated[
+        int | None,
+        typer.Option(
+            "--memory-budget", help="Bytes of model weights to keep loaded (default: half the RAM)."
+        ),
+    ] = None,
+    context_length: Annotated[int, typer.Option("--context-length", help="Default context window.")] = 4096,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a node in the foreground: hub, APIs and editor on one port. Example: iollm up --port 8700"""
@@ -40,6 +50,9 @@ def up_cmd(
         seed=not no_seed,
         upstreams=list(upstream or []),
         database=database,
+        anonymous_inference=anonymous_inference,
+        memory_budget=memory_budget,
+        context_length=context_length,
     )
 
     def announce(info: dict) -> None:

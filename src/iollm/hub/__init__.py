@@ -5,6 +5,8 @@ from .api import router as native_router
 from .hf_api import hf_catch_all
 from .hf_api import router as hf_router
 from .mirror import PullThrough, mirror_repo
+from .oci import download_export, import_archive, plan_export, upload_import
+from .oci_api import router as oci_router
 from .repos import DEFAULT_BRANCH, CommitInfo, Hub, Repo
 from .seed import ensure_local_admin, publish_file, seed_packaged_models, write_secret_file
 from .tables import metadata
@@ -18,13 +20,18 @@ __all__ = [
     "Identity",
     "PullThrough",
     "Repo",
+    "download_export",
     "ensure_local_admin",
     "hf_catch_all",
     "hf_router",
+    "import_archive",
     "metadata",
     "mirror_repo",
     "native_router",
+    "oci_router",
+    "plan_export",
     "publish_file",
     "seed_packaged_models",
+    "upload_import",
     "write_secret_file",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 
 from ..protocol import Unauthorized
 from .accounts import Accounts, Identity
@@ -19,11 +20,18 @@ def bearer_token(request: Request) -> str | None:
     return value.strip()
 
 
-def caller(request: Request) -> Identity:
-    """The identity behind the request's bearer token (anonymous when there is none)."""
+async def caller(request: Request) -> Identity:
+    """The identity behind the request's bearer token (anonymous when there is none).
+
+    Async so the common case (a recently seen token) costs no thread hop; a cache miss queries the
+    database on a worker thread."""
     cached = getattr(request.state, "identity", None)
     if cached is None:
-        cached = accounts(request).identify(bearer_token(request))
+        secret = bearer_token(request)
+        book = accounts(request)
+        cached = book.recent(secret)
+        if cached is None:
+            cached = await run_in_threadpool(book.identify, secret)
         request.state.identity = cached
     return cached
 

@@ -659,7 +659,7 @@ async def hf_catch_all(request: Request) -> Response:
     repo_type = "model"
     if parts and parts[0] in ("datasets", "spaces"):
         repo_type = PLURAL[parts.pop(0)]
-    who = caller(request)
+    who = await caller(request)
     h: Hub = request.app.state.hub
     if len(parts) >= 3 and parts[2] == "resolve" and request.method in ("GET", "HEAD"):
         repo_id = f"{parts[0]}/{parts[1]}"

@@ -169,10 +169,10 @@ class Hub:
                 if exist_ok:
                     return existing, False
                 raise Conflict(f"{repo_type} repository {repo_id!r} already exists")
+            check_namespace(namespace)
             return self._insert_repo(conn, repo_type, namespace, name, private), True
 
     def _insert_repo(self, conn, repo_type: str, namespace: str, name: str, private: bool) -> Repo:
-        check_namespace(namespace)
         now = utc_now_iso()
         values = dict(
             type=repo_type, namespace=namespace, name=name, private=private, created_at=now, updated_at=now
@@ -181,7 +181,8 @@ class Hub:
         return self._find(conn, repo_type, namespace, name)  # type: ignore[return-value]
 
     def ensure_repo(self, repo_type: str, repo_id: str, private: bool = False) -> Repo:
-        """Create a repository without an owner check: for the node's own work (seeding, mirroring)."""
+        """Create a repository without an owner check: for the node's own work (seeding, mirroring,
+        publishing paths under the reserved ``path/`` namespace)."""
         check_type(repo_type)
         namespace, name = split_repo_id(repo_id)
         with self.db.write() as conn:
@@ -319,7 +320,12 @@ class Hub:
         out: list[CommitInfo] = []
         current: str | None = self.resolve(repo, revision)
         while current and len(out) < limit:
-            info = self.commit_info(current)
+            try:
+                info = self.commit_info(current)
+            except RevisionNotFound:
+                if not out:
+                    raise
+                break  # an imported commit's parents need not be on this node: history ends there
             out.append(info)
             current = info.parents[0] if info.parents else None
         return out
@@ -545,6 +551,26 @@ class Hub:
             ]
             if rows:
                 conn.execute(refs.insert(), rows)
+
+    def set_ref(self, repo: Repo, kind: str, name: str, commit_id: str, expected: str | None = None) -> None:
+        """Point one branch or tag at a commit, leaving every other ref alone (archive imports); the
+        ref must still be at ``expected`` (None = absent), else Conflict: no lost update."""
+        if kind not in ("branch", "tag"):
+            raise ProtocolError(f"ref kind must be branch or tag, not {kind!r}")
+        check_ref_name(name, kind)
+        where = (refs.c.repo_id == repo.id) & (refs.c.kind == kind) & (refs.c.name == name)
+        with self.db.write() as conn:
+            current = conn.execute(select(refs.c.commit_id).where(where)).first()
+            if (current[0] if current else None) != expected:
+                raise Conflict(f"{kind} {name!r} of {repo.repo_id} moved during the import; import again")
+            if current is None:
+                conn.execute(
+                    refs.insert().values(
+                        repo_id=repo.id, kind=kind, name=name, commit_id=commit_id, updated_at=utc_now_iso()
+                    )
+                )
+            else:
+                conn.execute(refs.update().where(where).values(commit_id=commit_id, updated_at=utc_now_iso()))
 
     def ensure_namespace_writable(self, caller: Identity, namespace: str) -> None:
         check_name(namespace, "namespace")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from fastapi import FastAPI
@@ -12,6 +14,15 @@ from .. import __version__
 from ..database import Database, open_database
 from ..hub import Accounts, Hub, PullThrough, ensure_local_admin, hf_catch_all, hf_router, native_router
 from ..hub import metadata as hub_metadata
+from ..hub.oci_api import router as oci_router
+from ..paths.publish_api import router as paths_publish_router
+from ..paths.serving import PathModels
+from ..runtime import ModelManager, Resolver, Runtime, UsageLog, make_factory, ollama_router, openai_router
+from ..runtime.environments import Environments
+from ..runtime.environments_api import router as environments_router
+from ..runtime.usage_api import router as usage_router
+from ..runtime.venvs import VenvManager
+from ..runtime.workers import WorkerPool
 from ..store import ChunkStore
 from .config import HomeLayout, NodeConfig
 from .errors import install_error_handlers
@@ -29,6 +40,8 @@ class NodeParts:
     store: ChunkStore
     accounts: Accounts
     hub: Hub
+    runtime: Runtime
+    workers: WorkerPool | None = None  # processes for environments that pin packages (REQUIRES)
 
 
 def open_node(config: NodeConfig) -> NodeParts:
@@ -43,17 +56,48 @@ def open_node(config: NodeConfig) -> NodeParts:
     if config.upstreams:
         hub.on_missing_repo = PullThrough(hub, config.upstreams)
     ensure_local_admin(accounts, layout.token)
-    return NodeParts(config, layout, db, store, accounts, hub)
+    resolver = Resolver(hub, layout.models)
+    budget = config.memory_budget or _half_of_ram()
+    workers = WorkerPool(VenvManager(layout.root / "venvs"), layout.root)
+    manager = ModelManager(resolver, make_factory(resolver, config.context_length, workers), budget)
+    runtime = Runtime(resolver, manager, UsageLog(db), anonymous_inference=config.anonymous_inference)
+    return NodeParts(config, layout, db, store, accounts, hub, runtime, workers)
+
+
+def _half_of_ram() -> int:
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
 
 
 def create_app(parts: NodeParts) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        parts.runtime.close()  # drains pending usage records before the process exits
+        if parts.workers is not None:
+            parts.workers.close()
+
     app = FastAPI(
-        title="iollm node", version=__version__, docs_url="/api/docs", openapi_url="/api/openapi.json"
+        title="iollm node",
+        version=__version__,
+        docs_url="/api/docs",
+        openapi_url="/api/openapi.json",
+        lifespan=lifespan,
+        # No OpenTelemetry on the request path unless someone wires a provider in: it costs latency.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.parts = parts
     app.state.hub = parts.hub
     app.state.store = parts.store
     app.state.accounts = parts.accounts
+    app.state.runtime = parts.runtime
+    app.state.workers = parts.workers
+    app.state.environments = Environments(
+        parts.hub, parts.runtime.resolver, parts.workers.venvs if parts.workers else None
+    )
+    app.state.path_models = PathModels(parts.hub, parts.runtime)
+    app.state.virtual_models = [app.state.path_models]  # ids served by something other than an engine
     app.state.secret = parts.layout.hmac_secret()
     app.state.tmp_dir = parts.layout.tmp
     app.state.node_info = {"version": __version__, "url": parts.config.url}
@@ -67,7 +111,13 @@ def create_app(parts: NodeParts) -> FastAPI:
     def no_harnesses() -> JSONResponse:
         return JSONResponse({"standardEnvVars": [], "harnesses": {}})
 
+    app.include_router(openai_router)
+    app.include_router(ollama_router)
+    app.include_router(usage_router)
+    app.include_router(paths_publish_router)
+    app.include_router(environments_router)
     app.include_router(native_router)
+    app.include_router(oci_router)
     app.include_router(hf_router)
     # Must stay last: Hugging Face paths start with the namespace (/{ns}/{name}/resolve/...).
     app.add_api_route("/{path:path}", hf_catch_all, methods=["GET", "HEAD", "POST"], include_in_schema=False)

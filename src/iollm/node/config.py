@@ -23,6 +23,9 @@ class NodeConfig:
     seed: bool = True
     upstreams: list[str] = field(default_factory=list)
     database: str | None = None  # URL; default SQLite file in the home
+    anonymous_inference: bool = False  # allow inference without a token (local use)
+    memory_budget: int | None = None  # bytes of model weights kept loaded; default: half the RAM
+    context_length: int = 4096  # default context window for models that do not set num_ctx
 
     @property
     def url(self) -> str:
@@ -59,6 +62,10 @@ class HomeLayout:
     @property
     def cache(self) -> Path:
         return self.root / "cache"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
 
     def prepare(self) -> None:
         for folder in (self.root, self.store, self.tmp):

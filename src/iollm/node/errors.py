@@ -16,11 +16,24 @@ log = logging.getLogger("iollm.node")
 
 # Paths that speak Hugging Face's error dialect ({"error": "message"} plus X-Error-* headers).
 _HF_API_PREFIXES = ("/api/models", "/api/datasets", "/api/spaces", "/api/repos/create", "/api/whoami-v2")
+# Ollama's API answers errors as {"error": "message"} too.
+_OLLAMA_PATHS = (
+    "/api/chat",
+    "/api/generate",
+    "/api/show",
+    "/api/tags",
+    "/api/ps",
+    "/api/version",
+    "/api/embed",
+    "/api/embeddings",
+)
 _NATIVE_PREFIXES = ("/api/", "/v1/", "/ui")
 
 
 def speaks_hf(path: str) -> bool:
-    return path.startswith(_HF_API_PREFIXES) or not path.startswith(_NATIVE_PREFIXES)
+    if path.startswith(_HF_API_PREFIXES) or path in _OLLAMA_PATHS:
+        return True
+    return not path.startswith(_NATIVE_PREFIXES)
 
 
 def error_response(request: Request, error: IollmError) -> JSONResponse:

@@ -22,7 +22,7 @@ class IollmError(Exception):
         self.details = details
 
     def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"message": self.message, "type": self.type, "code": self.code}
+        body: dict[str, Any] = {"message": self.message, "type": self.type, "param": None, "code": self.code}
         body.update(self.details)
         return {"error": body}
 

@@ -1,0 +1,265 @@
+"""Benchmark of the universal environment's serving path (issue #3). Prints one JSON object.
+
+On SmolLM2 and the same prompts, in one run:
+1. decode speed through the node's OpenAI API vs llama-cpp-python in-process vs ``llama_cpp.server``;
+2. gateway overhead: latency of a 1-token completion through the node vs direct, p50/p95 over 200+
+   requests, and throughput with 8 concurrent clients (node vs ``llama_cpp.server``);
+3. cold start: pull from the hub + load + first token (a fresh node pulling through from another).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _harness import BenchNode, emit, free_port, scratch
+from iollm import assets
+
+REQUESTS = int(os.environ.get("BENCH_REQUESTS", "200"))
+THREADS = os.cpu_count() or 2
+CTX = 4096
+PROMPTS = [
+    "Write a long story about a lighthouse keeper.",
+    "Explain how a bicycle works, in detail.",
+    "Describe a walk through a forest in autumn.",
+    "Tell me about the history of bread.",
+]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+
+def start_llama_server(gguf: Path, work: Path) -> tuple[subprocess.Popen, str, float]:
+    port = free_port()
+    started = time.perf_counter()
+    log = open(work / "llama_server.log", "wb")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--model_alias",
+            "smol",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_ctx",
+            str(CTX),
+            "--n_threads",
+            str(THREADS),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    while True:
+        try:
+            if httpx.get(f"{url}/models", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.05)
+        if process.poll() is not None:
+            raise RuntimeError("llama_cpp.server exited; see llama_server.log")
+    return process, url, time.perf_counter() - started
+
+
+def chat(client: httpx.Client, url: str, model: str, prompt: str, max_tokens: int) -> tuple[float, int]:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "max_tokens": max_tokens,
+        "temperature": 0,
+    }
+    start = time.perf_counter()
+    reply = client.post(f"{url}/chat/completions", json=body)
+    reply.raise_for_status()
+    return time.perf_counter() - start, reply.json()["usage"]["completion_tokens"]
+
+
+def one_token(client: httpx.Client, url: str, model: str) -> float:
+    start = time.perf_counter()
+    reply = client.post(
+        f"{url}/completions", json={"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}
+    )
+    reply.raise_for_status()
+    return time.perf_counter() - start
+
+
+def decode_speed(llm, node: BenchNode, server_url: str) -> dict:
+    token_header = {"Authorization": f"Bearer {node.token}"}
+    results = {}
+    with (
+        httpx.Client(timeout=600, headers=token_header) as node_http,
+        httpx.Client(timeout=600) as server_http,
+    ):
+        for name in ("direct", "node", "llama_cpp_server"):
+            seconds = tokens = 0.0
+            for prompt in PROMPTS:
+                if name == "direct":
+                    start = time.perf_counter()
+                    out = llm.create_chat_completion(
+                        messages=[{"role": "user", "content": prompt}], max_tokens=256, temperature=0
+                    )
+                    seconds += time.perf_counter() - start
+                    tokens += out["usage"]["completion_tokens"]
+                elif name == "node":
+                    s, n = chat(node_http, f"{node.url}/v1", "local/smol", prompt, 256)
+                    seconds, tokens = seconds + s, tokens + n
+                else:
+                    s, n = chat(server_http, server_url, "smol", prompt, 256)
+                    seconds, tokens = seconds + s, tokens + n
+            results[name] = {"tokens": int(tokens), "tokens_per_s": round(tokens / seconds, 1)}
+    results["node_over_direct"] = round(
+        results["node"]["tokens_per_s"] / results["direct"]["tokens_per_s"], 3
+    )
+    results["node_over_llama_cpp_server"] = round(
+        results["node"]["tokens_per_s"] / results["llama_cpp_server"]["tokens_per_s"], 3
+    )
+    results["target_met"] = results["node_over_direct"] >= 0.95
+    return results
+
+
+def overhead(llm, node: BenchNode, server_url: str) -> dict:
+    direct, via_node, via_server = [], [], []
+    with (
+        httpx.Client(timeout=60, headers={"Authorization": f"Bearer {node.token}"}) as node_http,
+        httpx.Client(timeout=60) as server_http,
+    ):
+        for _ in range(10):  # warm up every path
+            llm.create_completion("Hello", max_tokens=1, temperature=0)
+            one_token(node_http, f"{node.url}/v1", "local/smol")
+            one_token(server_http, server_url, "smol")
+        for _ in range(REQUESTS):  # interleaved so drift hits all three alike
+            start = time.perf_counter()
+            llm.create_completion("Hello", max_tokens=1, temperature=0)
+            direct.append(time.perf_counter() - start)
+            via_node.append(one_token(node_http, f"{node.url}/v1", "local/smol"))
+            via_server.append(one_token(server_http, server_url, "smol"))
+    ms = lambda xs: [x * 1000 for x in xs]  # noqa: E731
+    d, n, s = ms(direct), ms(via_node), ms(via_server)
+    result = {
+        "requests": REQUESTS,
+        "direct_ms": {"p50": pct(d, 0.5), "p95": pct(d, 0.95)},
+        "node_ms": {"p50": pct(n, 0.5), "p95": pct(n, 0.95)},
+        "llama_cpp_server_ms": {"p50": pct(s, 0.5), "p95": pct(s, 0.95)},
+        "node_overhead_ms": {
+            "p50": round(pct(n, 0.5) - pct(d, 0.5), 3),
+            "p95": round(pct(n, 0.95) - pct(d, 0.95), 3),
+        },
+        "llama_cpp_server_overhead_ms": {
+            "p50": round(pct(s, 0.5) - pct(d, 0.5), 3),
+            "p95": round(pct(s, 0.95) - pct(d, 0.95), 3),
+        },
+    }
+    result["target_met"] = result["node_overhead_ms"]["p50"] <= 2 and result["node_overhead_ms"]["p95"] <= 8
+    return result
+
+
+def throughput(node: BenchNode, server_url: str, clients: int = 8, per_client: int = 4) -> dict:
+    def run(url: str, model: str, headers: dict) -> dict:
+        with httpx.Client(timeout=600, headers=headers) as http:
+            start = time.perf_counter()
+
+            def worker(i: int) -> int:
+                return sum(
+                    chat(http, url, model, PROMPTS[(i + j) % len(PROMPTS)], 32)[1] for j in range(per_client)
+                )
+
+            with ThreadPoolExecutor(clients) as pool:
+                tokens = sum(pool.map(worker, range(clients)))
+            seconds = time.perf_counter() - start
+        return {
+            "requests": clients * per_client,
+            "tokens": tokens,
+            "requests_per_s": round(clients * per_client / seconds, 2),
+            "tokens_per_s": round(tokens / seconds, 1),
+        }
+
+    ours = run(f"{node.url}/v1", "local/smol", {"Authorization": f"Bearer {node.token}"})
+    theirs = run(server_url, "smol", {})
+    return {
+        "clients": clients,
+        "node": ours,
+        "llama_cpp_server": theirs,
+        "node_over_llama_cpp_server": round(ours["tokens_per_s"] / theirs["tokens_per_s"], 3),
+        "target_met": ours["tokens_per_s"] >= theirs["tokens_per_s"],
+    }
+
+
+def first_token(url: str, token: str, model: str) -> float:
+    start = time.perf_counter()
+    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 8, "stream": True}
+    with httpx.stream(
+        "POST",
+        f"{url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=600,
+    ) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if '"content":"' in line and '"content":""' not in line:
+                return time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def cold_start(origin: BenchNode, work: Path, server_start_s: float) -> dict:
+    edge = BenchNode(work / "edge", "--no-seed", "--upstream", origin.url)
+    try:
+        seconds = first_token(edge.url, edge.token, "local/smol")
+    finally:
+        edge.stop()
+    return {
+        "pull_load_first_token_s": round(seconds, 3),
+        "includes": "pull-through mirror of 98 MB over loopback + verified materialization + llama.cpp load + first token",
+        "llama_cpp_server_start_to_ready_s": round(server_start_s, 3),
+    }
+
+
+def main() -> None:
+    from llama_cpp import Llama
+
+    gguf = assets.ensure_model("smollm2", progress=False)
+    with scratch("iollm-bench-runtime-") as work:
+        node = BenchNode(work / "node", "--no-seed")
+        server = None
+        try:
+            node.cli_json("push", str(gguf), "local/smol")
+            first_local = first_token(node.url, node.token, "local/smol")
+            server, server_url, server_start = start_llama_server(gguf, work)
+            llm = Llama(model_path=str(gguf), n_ctx=CTX, n_threads=THREADS, verbose=False)
+            result = {
+                "benchmark": "runtime",
+                "model": "SmolLM2-135M-Instruct Q4_1",
+                "machine": {"cpus": os.cpu_count()},
+                "decode": decode_speed(llm, node, server_url),
+                "overhead": overhead(llm, node, server_url),
+                "throughput_8_clients": throughput(node, server_url),
+                "cold_start": {
+                    "node_first_token_after_push_s": round(first_local, 3),
+                    **cold_start(node, work, server_start),
+                },
+            }
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
+            node.stop()
+    emit(result)
+
+
+if __name__ == "__main__":
+    main()

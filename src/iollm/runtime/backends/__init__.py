@@ -1,0 +1,25 @@
+"""Inference engines behind one interface (see ``base.Backend``)."""
+
+from .base import (
+    Backend,
+    BackendFailure,
+    ChatMessage,
+    ContextTooLong,
+    Counts,
+    Embedding,
+    GenerationParams,
+    Piece,
+    StopMatcher,
+)
+
+__all__ = [
+    "Backend",
+    "BackendFailure",
+    "ChatMessage",
+    "ContextTooLong",
+    "Counts",
+    "Embedding",
+    "GenerationParams",
+    "Piece",
+    "StopMatcher",
+]

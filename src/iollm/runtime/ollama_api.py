@@ -1,0 +1,303 @@
+"""Ollama-compatible API: /api/tags, /api/chat, /api/generate, /api/show (NDJSON streaming as Ollama does).
+
+Ollama streams by default (``"stream": true`` unless the request says false), reports durations in
+nanoseconds, and sends errors as ``{"error": "..."}`` (mid-stream as a final NDJSON line).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from .. import __version__
+from ..hub import Identity
+from ..hub.deps import caller
+from ..protocol import IollmError, ProtocolError
+from .backends import ChatMessage
+from .envfile import parse_envfile
+from .openai_api import first_then_rest
+from .resolve import ENVFILE, ModelSpec, split_model_id
+from .service import CallInfo, Runtime, params_for
+
+router = APIRouter(prefix="/api")
+
+_OPTION_NAMES = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "seed",
+    "stop",
+    "num_predict",
+    "presence_penalty",
+    "frequency_penalty",
+)
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+async def body_of(request: Request) -> dict[str, Any]:
+    try:
+        body = json.loads(await request.body() or b"{}")
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ProtocolError("request body must be a JSON object")
+    model = body.get("model") or body.get("name")
+    if not isinstance(model, str) or not model:
+        raise ProtocolError("model is required")
+    body["model"] = model
+    return body
+
+
+def options(body: dict[str, Any]) -> dict[str, Any]:
+    raw = body.get("options") or {}
+    if not isinstance(raw, dict):
+        raise ProtocolError("options must be an object")
+    return {k: raw[k] for k in _OPTION_NAMES if k in raw}
+
+
+def final_stats(info: CallInfo, started: float) -> dict[str, Any]:
+    total = int((time.perf_counter() - started) * 1e9)
+    ttft = int((info.record.ttft_ms or 0) * 1e6)
+    return {
+        "done_reason": info.finish_reason if info.finish_reason != "cancelled" else "stop",
+        "total_duration": total,
+        "load_duration": int(info.load_seconds * 1e9),
+        "prompt_eval_count": info.counts.prompt_tokens,
+        "prompt_eval_duration": ttft,
+        "eval_count": info.counts.completion_tokens,
+        "eval_duration": max(total - ttft, 0),
+    }
+
+
+async def ndjson(
+    pieces: AsyncIterator[Any], info: list[CallInfo], model: str, started: float, field: str
+) -> AsyncIterator[bytes]:
+    def line(obj: dict[str, Any]) -> bytes:
+        return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+
+    def payload(text: str) -> dict[str, Any]:
+        return (
+            {"message": {"role": "assistant", "content": text}} if field == "message" else {"response": text}
+        )
+
+    try:
+        async for piece in pieces:
+            if piece.text:
+                yield line({"model": model, "created_at": now_iso(), **payload(piece.text), "done": False})
+        yield line(
+            {
+                "model": model,
+                "created_at": now_iso(),
+                **payload(""),
+                "done": True,
+                **final_stats(info[0], started),
+            }
+        )
+    except Exception as exc:
+        message = exc.message if isinstance(exc, IollmError) else f"internal error: {exc}"
+        yield line({"error": message})
+
+
+async def respond(rt: Runtime, who: Identity, spec: ModelSpec, body: dict, kind: str, run, field: str):
+    started = time.perf_counter()
+    stream = body.get("stream", True) is not False
+    info: list[CallInfo] = []
+    pieces = rt.generate(who, spec, kind, run, stream, info)
+    if stream:
+        pieces = await first_then_rest(pieces)
+        return StreamingResponse(
+            ndjson(pieces, info, body["model"], started, field), media_type="application/x-ndjson"
+        )
+    text = "".join([p.text async for p in pieces])
+    content = (
+        {"message": {"role": "assistant", "content": text}} if field == "message" else {"response": text}
+    )
+    return JSONResponse(
+        {
+            "model": body["model"],
+            "created_at": now_iso(),
+            **content,
+            "done": True,
+            **final_stats(info[0], started),
+        }
+    )
+
+
+@router.post("/chat")
+async def chat(request: Request, who: Identity = Depends(caller)):
+    body = await body_of(request)
+    rt: Runtime = request.app.state.runtime
+    raw = body.get("messages")
+    if not isinstance(raw, list):
+        raise ProtocolError("messages must be a list")
+    messages = [
+        ChatMessage(str(m.get("role", "user")), str(m.get("content", ""))) for m in raw if isinstance(m, dict)
+    ]
+    spec = rt.resolve(who, body["model"])
+    messages = rt.messages_for(spec, messages)
+    params = params_for(spec, options(body))
+    if not messages:  # Ollama loads the model and answers done on an empty chat
+        return JSONResponse(
+            {
+                "model": body["model"],
+                "created_at": now_iso(),
+                "message": {"role": "assistant", "content": ""},
+                "done_reason": "load",
+                "done": True,
+            }
+        )
+    return await respond(
+        rt, who, spec, body, "chat", lambda b, c, x: b.chat(messages, params, c, x), "message"
+    )
+
+
+@router.post("/generate")
+async def generate(request: Request, who: Identity = Depends(caller)):
+    body = await body_of(request)
+    rt: Runtime = request.app.state.runtime
+    spec = rt.resolve(who, body["model"])
+    params = params_for(spec, options(body))
+    prompt = str(body.get("prompt") or "")
+    if body.get("raw"):
+        return await respond(
+            rt, who, spec, body, "completion", lambda b, c, x: b.complete(prompt, params, c, x), "response"
+        )
+    messages = [ChatMessage("system", str(body["system"]))] if body.get("system") else []
+    messages.append(ChatMessage("user", prompt))
+    messages = rt.messages_for(spec, messages)
+    run_chat = spec.card.get("chat_template", True) is not False or spec.template
+    if run_chat:
+        return await respond(
+            rt, who, spec, body, "chat", lambda b, c, x: b.chat(messages, params, c, x), "response"
+        )
+    return await respond(
+        rt, who, spec, body, "completion", lambda b, c, x: b.complete(prompt, params, c, x), "response"
+    )
+
+
+def details(spec: ModelSpec) -> dict[str, Any]:
+    card = spec.card
+    return {
+        "parent_model": spec.base_repo if spec.base_repo != spec.repo else "",
+        "format": card.get("format", "gguf" if spec.backend == "llama.cpp" else spec.backend),
+        "family": card.get("architecture", ""),
+        "families": [card["architecture"]] if card.get("architecture") else None,
+        "parameter_size": card.get("parameter_size", ""),
+        "quantization_level": card.get("quantization", ""),
+    }
+
+
+@router.get("/tags")
+def tags(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
+    rt: Runtime = request.app.state.runtime
+    hub = request.app.state.hub
+    models = []
+    for repo in hub.list_repos(who, "model"):
+        head = hub.refs(repo)["branches"].get("main")
+        if not head:
+            continue
+        try:
+            spec = rt.resolver.spec_for(repo.repo_id, head)
+        except IollmError:
+            continue  # not runnable (no weights, no environment)
+        models.append(
+            {
+                "name": f"{repo.repo_id}:latest",
+                "model": f"{repo.repo_id}:latest",
+                "modified_at": repo.updated_at,
+                "size": spec.size,
+                "digest": head,
+                "details": details(spec),
+            }
+        )
+    return {"models": models}
+
+
+@router.post("/show")
+async def show(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
+    body = await body_of(request)
+    rt: Runtime = request.app.state.runtime
+    spec = rt.resolver.resolve(who, body["model"])
+    hub = request.app.state.hub
+    envfile_entry = hub.manifest(spec.commit).file(ENVFILE)
+    if envfile_entry is not None:
+        modelfile = rt.resolver.read_file(envfile_entry).decode()
+    else:
+        modelfile = f"FROM {spec.repo}@{spec.commit}\n"
+    try:
+        parsed = parse_envfile(modelfile, source=f"{spec.model_id}/Envfile")
+        parameters = "\n".join(
+            f"{k} {json.dumps(v) if isinstance(v, str) else v}"
+            for k, values in parsed.parameters.items()
+            for v in (values if isinstance(values, list) else [values])
+        )
+    except ValueError:
+        parameters = ""
+    card = spec.card
+    return {
+        "modelfile": modelfile,
+        "parameters": parameters,
+        "template": spec.template or "",
+        "system": spec.system or "",
+        "license": card.get("license") or "",
+        "details": details(spec),
+        "model_info": {k: v for k, v in card.items() if k not in ("declared",)},
+        "modified_at": now_iso(),
+        "capabilities": ["completion", "embedding"] if spec.backend != "remote" else ["completion"],
+    }
+
+
+@router.post("/embed")
+async def embed(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
+    body = await body_of(request)
+    texts = body.get("input")
+    texts = [texts] if isinstance(texts, str) else texts
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ProtocolError("input must be a string or a non-empty list of strings")
+    rt: Runtime = request.app.state.runtime
+    started = time.perf_counter()
+    result = await rt.embed(who, rt.resolve(who, body["model"]), texts)
+    return {
+        "model": body["model"],
+        "embeddings": result.vectors,
+        "total_duration": int((time.perf_counter() - started) * 1e9),
+        "prompt_eval_count": result.prompt_tokens,
+    }
+
+
+@router.post("/embeddings")
+async def embeddings_legacy(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
+    body = await body_of(request)
+    rt: Runtime = request.app.state.runtime
+    result = await rt.embed(who, rt.resolve(who, body["model"]), [str(body.get("prompt") or "")])
+    return {"embedding": result.vectors[0]}
+
+
+@router.get("/version")
+def version() -> dict[str, str]:
+    return {"version": __version__}
+
+
+@router.get("/ps")
+def ps(request: Request) -> dict[str, Any]:
+    rt: Runtime = request.app.state.runtime
+    return {
+        "models": [
+            {"name": m["key"], "size": m["size"], "details": {"format": m["backend"]}}
+            for m in rt.manager.loaded()
+        ]
+    }
+
+
+__all__ = ["router", "split_model_id"]

@@ -1,0 +1,419 @@
+"""OpenAI-compatible API: /v1/models, /v1/chat/completions, /v1/completions, /v1/embeddings.
+
+Responses follow OpenAI's shapes closely enough for the official client: SSE streaming ending with
+``data: [DONE]``, a usage-only chunk when ``stream_options.include_usage`` is set, errors as
+``{"error": {"message", "type", "param", "code"}}`` (also mid-stream, as an SSE data line).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..hub import Identity
+from ..hub.deps import caller
+from ..protocol import IollmError, ProtocolError
+from .backends import ChatMessage
+from .service import CallInfo, Runtime, params_for
+
+router = APIRouter(prefix="/v1")
+
+
+def runtime(request: Request) -> Runtime:
+    return request.app.state.runtime
+
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    messages: list[dict[str, Any]]
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int = 1
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+
+class CompletionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    prompt: str | list[str]
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: int | None = 16
+    temperature: float | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int = 1
+    echo: bool = False
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    model: str
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: str = "float"
+
+
+async def parse(request: Request, model: type[BaseModel]) -> Any:
+    try:
+        body = json.loads(await request.body() or b"null")
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"request body is not valid JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise ProtocolError("request body must be a JSON object")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        raise ProtocolError(f"invalid request: {where}: {first.get('msg')}", param=where) from exc
+
+
+def message_text(message: dict[str, Any]) -> str:
+    content = message.get("content")
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            if not isinstance(part, dict) or part.get("type") != "text":
+                raise ProtocolError("only text content parts are supported by these models", param="messages")
+            parts.append(str(part.get("text", "")))
+        return "".join(parts)
+    raise ProtocolError("message content must be a string or a list of text parts", param="messages")
+
+
+def chat_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
+    if not raw:
+        raise ProtocolError("messages must not be empty", param="messages")
+    out = []
+    for message in raw:
+        role = message.get("role")
+        if role not in ("system", "developer", "user", "assistant", "tool"):
+            raise ProtocolError(f"unknown message role {role!r}", param="messages")
+        out.append(ChatMessage("system" if role == "developer" else role, message_text(message)))
+    return out
+
+
+def sampling(body: BaseModel) -> dict[str, Any]:
+    fields = body.model_dump()
+    limit = fields.get("max_completion_tokens") or fields.get("max_tokens")
+    if limit is not None and limit < 1:
+        raise ProtocolError("max_tokens must be at least 1", param="max_tokens")
+    return {
+        "temperature": fields.get("temperature"),
+        "top_p": fields.get("top_p"),
+        "seed": fields.get("seed"),
+        "stop": fields.get("stop"),
+        "max_tokens": limit,
+        "presence_penalty": fields.get("presence_penalty"),
+        "frequency_penalty": fields.get("frequency_penalty"),
+    }
+
+
+def usage_json(info: CallInfo) -> dict[str, int]:
+    prompt, completion = info.counts.prompt_tokens, info.counts.completion_tokens
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def sse(data: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
+
+
+def error_event(exc: BaseException) -> bytes:
+    if isinstance(exc, IollmError):
+        return sse({"error": {**exc.to_json()["error"], "param": exc.details.get("param")}})
+    return sse(
+        {"error": {"message": f"internal error: {exc}", "type": "server_error", "param": None, "code": None}}
+    )
+
+
+async def stream_response(
+    pieces: AsyncIterator[Any], info: list[CallInfo], obj: str, model: str, include_usage: bool, chat: bool
+) -> AsyncIterator[bytes]:
+    """SSE events for a generation; the first event waits for the model (so load errors are HTTP errors)."""
+    created = int(time.time())
+    ident = ""
+
+    def chunk(delta: dict[str, Any] | str, finish: str | None) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+        if chat:
+            choice["delta"] = delta
+        else:
+            choice["text"] = delta
+        return {"id": ident, "object": obj, "created": created, "model": model, "choices": [choice]}
+
+    try:
+        async for piece in pieces:
+            if not ident:
+                ident = ("chatcmpl-" if chat else "cmpl-") + info[0].record.id
+                if chat:
+                    yield sse(chunk({"role": "assistant", "content": ""}, None))
+            if piece.text:
+                yield sse(chunk({"content": piece.text} if chat else piece.text, None))
+            if piece.finish_reason and piece.finish_reason != "cancelled":
+                yield sse(chunk({} if chat else "", piece.finish_reason))
+        if include_usage and info:
+            yield sse(
+                {
+                    "id": ident,
+                    "object": obj,
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage_json(info[0]),
+                }
+            )
+    except Exception as exc:  # mid-stream errors are SSE data lines, which the OpenAI client raises
+        yield error_event(exc)
+    yield b"data: [DONE]\n\n"
+
+
+async def first_then_rest(pieces: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """Start the generation before the response (so a bad model is a 4xx, not a broken stream)."""
+    iterator = pieces.__aiter__()
+    try:
+        first = await iterator.__anext__()
+    except StopAsyncIteration:
+        first = None
+
+    async def rest() -> AsyncIterator[Any]:
+        if first is not None:
+            yield first
+        async for item in iterator:
+            yield item
+
+    return rest()
+
+
+async def collect(pieces: AsyncIterator[Any]) -> str:
+    return "".join([piece.text async for piece in pieces])
+
+
+@router.get("/models")
+def list_models(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
+    hub = request.app.state.hub
+    repos = hub.list_repos(who, "model")
+    data = [
+        {"id": r.repo_id, "object": "model", "created": _epoch(r.created_at), "owned_by": r.namespace}
+        for r in repos
+        if r.namespace != "path" and hub.refs(r)["branches"]
+    ]
+    for handler in getattr(request.app.state, "virtual_models", ()):
+        data.extend(handler.list_models(who))
+    return {"object": "list", "data": data}
+
+
+@router.get("/models/{namespace}/{name}")
+def get_model(namespace: str, name: str, request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
+    spec = request.app.state.runtime.resolver.resolve(who, f"{namespace}/{name}")
+    return {"id": spec.model_id, "object": "model", "created": 0, "owned_by": namespace, "root": spec.commit}
+
+
+def _epoch(iso: str) -> int:
+    from datetime import datetime
+
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
+
+
+def virtual_for(request: Request, model: str):
+    """A handler for ids that are not hub models (``path/NAME`` workflows), or None."""
+    for handler in getattr(request.app.state, "virtual_models", ()):
+        if handler.owns(model):
+            return handler
+    return None
+
+
+async def serve_virtual(handler, who: Identity, body: ChatRequest):
+    result = await handler.chat(who, body.model, chat_messages(body.messages), body.model_dump())
+    ident, created = "chatcmpl-" + result["id"], int(time.time())
+    usage = {
+        "prompt_tokens": result["prompt_tokens"],
+        "completion_tokens": result["completion_tokens"],
+        "total_tokens": result["prompt_tokens"] + result["completion_tokens"],
+    }
+    if not body.stream:
+        return JSONResponse(
+            {
+                "id": ident,
+                "object": "chat.completion",
+                "created": created,
+                "model": body.model,
+                "system_fingerprint": result["commit"][:12],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": result["text"]},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": usage,
+            }
+        )
+
+    async def events() -> AsyncIterator[bytes]:
+        base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": body.model}
+        for delta, finish in (
+            ({"role": "assistant", "content": ""}, None),
+            ({"content": result["text"]}, None),
+            ({}, "stop"),
+        ):
+            yield sse(
+                {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
+            )
+        if (body.stream_options or {}).get("include_usage"):
+            yield sse({**base, "choices": [], "usage": usage})
+        yield b"data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, who: Identity = Depends(caller)):
+    body: ChatRequest = await parse(request, ChatRequest)
+    if body.n != 1:
+        raise ProtocolError("n > 1 is not supported; send several requests", param="n")
+    handler = virtual_for(request, body.model)
+    if handler is not None:
+        return await serve_virtual(handler, who, body)
+    rt = runtime(request)
+    spec = rt.resolve(who, body.model)
+    messages = rt.messages_for(spec, chat_messages(body.messages))
+    params = params_for(spec, sampling(body))
+    info: list[CallInfo] = []
+    pieces = rt.generate(
+        who,
+        spec,
+        "chat",
+        lambda b, counts, cancel: b.chat(messages, params, counts, cancel),
+        body.stream,
+        info,
+    )
+    if body.stream:
+        pieces = await first_then_rest(pieces)
+        include = bool((body.stream_options or {}).get("include_usage"))
+        events = stream_response(pieces, info, "chat.completion.chunk", body.model, include, chat=True)
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+    text = await collect(pieces)
+    call = info[0]
+    return JSONResponse(
+        {
+            "id": "chatcmpl-" + call.record.id,
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "system_fingerprint": (spec.base_commit or spec.commit)[:12],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": call.finish_reason if call.finish_reason != "cancelled" else "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": usage_json(call),
+        }
+    )
+
+
+@router.post("/completions")
+async def completions(request: Request, who: Identity = Depends(caller)):
+    body: CompletionRequest = await parse(request, CompletionRequest)
+    prompt = body.prompt
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise ProtocolError("send one prompt per request", param="prompt")
+        prompt = prompt[0]
+    if body.n != 1:
+        raise ProtocolError("n > 1 is not supported; send several requests", param="n")
+    rt = runtime(request)
+    spec = rt.resolve(who, body.model)
+    params = params_for(spec, sampling(body))
+    info: list[CallInfo] = []
+    pieces = rt.generate(
+        who,
+        spec,
+        "completion",
+        lambda b, counts, cancel: b.complete(prompt, params, counts, cancel),
+        body.stream,
+        info,
+    )
+    if body.stream:
+        pieces = await first_then_rest(pieces)
+        include = bool((body.stream_options or {}).get("include_usage"))
+        events = stream_response(pieces, info, "text_completion", body.model, include, chat=False)
+        return StreamingResponse(
+            events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+    text = await collect(pieces)
+    call = info[0]
+    return JSONResponse(
+        {
+            "id": "cmpl-" + call.record.id,
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": body.model,
+            "choices": [
+                {
+                    "index": 0,
+                    "text": (prompt + text) if body.echo else text,
+                    "finish_reason": call.finish_reason if call.finish_reason != "cancelled" else "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": usage_json(call),
+        }
+    )
+
+
+@router.post("/embeddings")
+async def embeddings(request: Request, who: Identity = Depends(caller)) -> JSONResponse:
+    body: EmbeddingRequest = await parse(request, EmbeddingRequest)
+    texts = [body.input] if isinstance(body.input, str) else body.input
+    if not texts or not all(isinstance(t, str) for t in texts):
+        raise ProtocolError("input must be a string or a non-empty list of strings", param="input")
+    if body.encoding_format not in ("float", "base64"):
+        raise ProtocolError("encoding_format must be float or base64", param="encoding_format")
+    rt = runtime(request)
+    spec = rt.resolve(who, body.model)
+    result = await rt.embed(who, spec, texts)  # type: ignore[arg-type]
+
+    def encode(vector: list[float]) -> list[float] | str:
+        if body.encoding_format == "base64":
+            return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        return vector
+
+    return JSONResponse(
+        {
+            "object": "list",
+            "data": [
+                {"object": "embedding", "index": i, "embedding": encode(v)}
+                for i, v in enumerate(result.vectors)
+            ],
+            "model": body.model,
+            "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+        }
+    )
