@@ -22,8 +22,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from iollm.mining import merkle, signing
+from iollm.mining import merkle
 from iollm.mining.merkle import Checkpoint, LogTamperedError, MerkleLog
+from iollm.signing import ed25519 as signing
 
 # --- reference data ---------------------------------------------------------------------------
 

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from iollm.mining import money
-from iollm.mining.money import (
+from iollm import money
+from iollm.money import (
     MAX_MICRO,
     MICRO,
     allocate,

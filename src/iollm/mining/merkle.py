@@ -28,7 +28,7 @@ from typing import Protocol, runtime_checkable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from . import signing
+from .. import signing
 
 __all__ = [
     "EMPTY_ROOT",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..mining.money import MICRO, price_for_tokens
+from ..money import MICRO, price_for_tokens
 from .clients import CallResult
 
 # Default: 1 credit per million prompt tokens per billion parameters, completions twice that.

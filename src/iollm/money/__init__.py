@@ -1,0 +1,26 @@
+"""Money as integers: micro-credits, exact largest-remainder splits, basis points, token prices.
+No float ever touches an amount."""
+
+from .credits import (
+    BPS_SCALE,
+    MAX_MICRO,
+    MICRO,
+    BpsSplit,
+    allocate,
+    format_credits,
+    parse_credits,
+    price_for_tokens,
+    split_bps,
+)
+
+__all__ = [
+    "BPS_SCALE",
+    "MAX_MICRO",
+    "MICRO",
+    "BpsSplit",
+    "allocate",
+    "format_credits",
+    "parse_credits",
+    "price_for_tokens",
+    "split_bps",
+]
