@@ -26,7 +26,7 @@ up: assets
 	$(BIN)/iollm up --port $(PORT)
 
 test: assets
-	$(BIN)/python -m pytest -q
+	IOLLM_TEST_POSTGRES=$$(scripts/postgres.sh) $(BIN)/python -m pytest -q --durations=15
 
 bench: assets
 	@for script in bench/*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done

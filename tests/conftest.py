@@ -44,3 +44,27 @@ def smollm2_safetensors() -> Path:
     from iollm import assets
 
     return assets.ensure_smollm2_safetensors()
+
+
+def make_database(kind: str, folder: Path) -> str:
+    """A fresh database of ``kind``: a SQLite file, or a new database on the test PostgreSQL server
+    (``make test`` starts one and sets IOLLM_TEST_POSTGRES)."""
+    import os
+    import uuid
+
+    if kind == "sqlite":
+        return str(folder / f"db-{uuid.uuid4().hex[:8]}.sqlite")
+    base = os.environ.get("IOLLM_TEST_POSTGRES")
+    if not base:
+        pytest.skip("IOLLM_TEST_POSTGRES is not set: `make test` starts a PostgreSQL server for these")
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return base.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path: Path) -> str:
+    return make_database(request.param, tmp_path)

@@ -104,3 +104,70 @@ class Node:
         from iollm.protocol import NodeClient
 
         return NodeClient(self.url, token if token is not None else self.token)
+
+
+@dataclass
+class Provider:
+    """An ``iollm provider join`` subprocess (a real Dask worker) for a node."""
+
+    node: Node
+    home: Path
+    name: str
+    cpus: int = 1
+    process: subprocess.Popen | None = None
+    prelude: str = ""  # Python run before the CLI (tests use it to make a dishonest provider)
+
+    def start(self, timeout: float = 120.0) -> Provider:
+        self.home.mkdir(parents=True, exist_ok=True)
+        if not (self.home / "provider" / "provider.key").exists():
+            subprocess.run(
+                [*IOLLM, "provider", "init", "--name", self.name, "--home", str(self.home)],
+                check=True,
+                capture_output=True,
+            )
+        code = f"{self.prelude}\nimport sys\nfrom iollm.cli import main\nsys.argv = ['iollm', *sys.argv[1:]]\nmain()\n"
+        log = open(self.home / "provider.log", "ab")  # noqa: SIM115 - owned by the process
+        self.process = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                code,
+                "provider",
+                "join",
+                "--cpus",
+                str(self.cpus),
+                "--json",
+                "--home",
+                str(self.home),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=self.node.env(IOLLM_HOME=str(self.home), IOLLM_TOKEN=self.node.token),
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"provider {self.name} exited; see {self.home / 'provider.log'}")
+            if self.online():
+                return self
+            time.sleep(0.2)
+        raise TimeoutError(f"provider {self.name} did not come online")
+
+    @property
+    def id(self) -> str:
+        import json
+
+        return json.loads((self.home / "provider" / "provider.json").read_text())["id"]
+
+    def online(self) -> bool:
+        reply = httpx.get(f"{self.node.url}/api/providers", timeout=5)
+        return any(p["id"] == self.id and p["state"] == "online" for p in reply.json().get("providers", []))
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGINT)

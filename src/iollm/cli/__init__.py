@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import typer
 
-from . import account_cmds, archive_cmds, env_cmds, hub_cmds, node_cmds, runtime_cmds
+from . import (
+    account_cmds,
+    archive_cmds,
+    compute_cmds,
+    env_cmds,
+    hub_cmds,
+    mining_cmds,
+    node_cmds,
+    path_cmds,
+    runtime_cmds,
+)
 
 app = typer.Typer(
     name="iollm",
@@ -22,6 +32,17 @@ app.add_typer(account_cmds.token_app, name="token")
 app.add_typer(account_cmds.user_app, name="user")
 app.add_typer(account_cmds.org_app, name="org")
 app.add_typer(env_cmds.env_app, name="env")
+app.add_typer(compute_cmds.provider_app, name="provider")
+app.add_typer(compute_cmds.job_app, name="job")
+app.registered_commands.extend(compute_cmds.app.registered_commands)
+app.add_typer(mining_cmds.credits_app, name="credits")
+app.add_typer(mining_cmds.price_app, name="price")
+app.add_typer(mining_cmds.agreement_app, name="agreement")
+app.add_typer(mining_cmds.ledger_app, name="ledger")
+app.registered_commands.extend(mining_cmds.app.registered_commands)
+app.add_typer(path_cmds.path_app, name="path")
+app.add_typer(path_cmds.suite_app, name="suite")
+app.registered_commands.extend(path_cmds.app.registered_commands)
 
 
 def main() -> None:

@@ -38,6 +38,15 @@ def up_cmd(
         ),
     ] = None,
     context_length: Annotated[int, typer.Option("--context-length", help="Default context window.")] = 4096,
+    scheduler: Annotated[
+        str | None, typer.Option("--scheduler", help="Use an external Dask scheduler (tcp://host:port).")
+    ] = None,
+    scheduler_port: Annotated[
+        int, typer.Option("--scheduler-port", help="Port of the node's own scheduler.")
+    ] = 0,
+    audit_rate: Annotated[
+        float, typer.Option("--audit-rate", help="Share of path-eval units re-run on another provider.")
+    ] = 0.1,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a node in the foreground: hub, APIs and editor on one port. Example: iollm up --port 8700"""
@@ -53,6 +62,9 @@ def up_cmd(
         anonymous_inference=anonymous_inference,
         memory_budget=memory_budget,
         context_length=context_length,
+        scheduler=scheduler,
+        scheduler_port=scheduler_port,
+        audit_rate=audit_rate,
     )
 
     def announce(info: dict) -> None:

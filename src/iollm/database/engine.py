@@ -18,7 +18,9 @@ def utc_now_iso() -> str:
 def _tune_sqlite(dbapi_conn, _record) -> None:
     cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute(
+        "PRAGMA synchronous=FULL"
+    )  # a commit is on disk before it is acknowledged (money lives here)
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()

@@ -204,6 +204,26 @@ class Accounts:
             hit = self._cache.get(token_digest(secret))
         return hit[1] if hit is not None and time.monotonic() - hit[0] < _CACHE_SECONDS else None
 
+    def identity_for(self, name: str) -> Identity:
+        """The identity of a user as a write token would have it: for work the node does on a user's
+        behalf (publishing a job's result into the submitter's namespace)."""
+        with self.db.read() as conn:
+            row = self._user_row(conn, name)
+            if row is None or row.kind != "user":
+                raise NotFound(f"user {name!r} does not exist")
+            orgs = conn.execute(
+                select(users.c.name, memberships.c.role)
+                .join(memberships, memberships.c.org_id == users.c.id)
+                .where(memberships.c.user_id == row.id)
+            ).all()
+        return Identity(
+            name=row.name,
+            user_id=row.id,
+            is_admin=bool(row.is_admin),
+            scope="write",
+            orgs={o.name: o.role for o in orgs},
+        )
+
     def identify(self, secret: str | None) -> Identity:
         """Resolve a bearer token (None = anonymous). A wrong or revoked token is an error, not anonymous."""
         if not secret:

@@ -11,10 +11,17 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
 from .. import __version__
+from ..compute import ComputeParts, build_compute, node_key
+from ..compute.api import router as compute_router
+from ..mining.api import router as mining_router
+from ..mining.service import Mining, MiningConfig, submission_lookup
 from ..database import Database, open_database
 from ..hub import Accounts, Hub, PullThrough, ensure_local_admin, hf_catch_all, hf_router, native_router
 from ..hub import metadata as hub_metadata
 from ..hub.oci_api import router as oci_router
+from ..paths.api import router as paths_leaderboard_router
+from ..paths.leaderboard import margin_from_env
+from ..paths.leaderboard import metadata as paths_metadata
 from ..paths.publish_api import router as paths_publish_router
 from ..paths.serving import PathModels
 from ..runtime import ModelManager, Resolver, Runtime, UsageLog, make_factory, ollama_router, openai_router
@@ -42,6 +49,8 @@ class NodeParts:
     hub: Hub
     runtime: Runtime
     workers: WorkerPool | None = None  # processes for environments that pin packages (REQUIRES)
+    compute: ComputeParts | None = None  # providers, jobs and the Dask pool
+    mining: Mining | None = None  # ledger, agreements, billing, rewards, tamper-evident log
 
 
 def open_node(config: NodeConfig) -> NodeParts:
@@ -50,6 +59,7 @@ def open_node(config: NodeConfig) -> NodeParts:
     layout.prepare()
     db = open_database(config.database or layout.database)
     db.create(hub_metadata)
+    db.create(paths_metadata)
     store = ChunkStore(layout.store)
     accounts = Accounts(db)
     hub = Hub(db, store)
@@ -61,7 +71,15 @@ def open_node(config: NodeConfig) -> NodeParts:
     workers = WorkerPool(VenvManager(layout.root / "venvs"), layout.root)
     manager = ModelManager(resolver, make_factory(resolver, config.context_length, workers), budget)
     runtime = Runtime(resolver, manager, UsageLog(db), anonymous_inference=config.anonymous_inference)
-    return NodeParts(config, layout, db, store, accounts, hub, runtime, workers)
+    from ..paths import cluster_eval  # noqa: F401 - registers the path-eval job kind
+
+    key = node_key(layout.root)
+    compute = build_compute(
+        db, hub, accounts, key, config.url, config.scheduler, config.scheduler_port, config.audit_rate
+    )
+    mining = Mining(db, hub, runtime.usage, key, MiningConfig.from_env(), compute, submission_lookup(db))
+    runtime.admission.append(mining.billing.admit)  # priced models refuse callers without credits
+    return NodeParts(config, layout, db, store, accounts, hub, runtime, workers, compute, mining)
 
 
 def _half_of_ram() -> int:
@@ -73,7 +91,16 @@ def _half_of_ram() -> int:
 def create_app(parts: NodeParts) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if parts.compute is not None:
+            await parts.compute.start()  # the Dask scheduler and the job dispatcher share this event loop
+        if parts.mining is not None:
+            parts.mining.start()
         yield
+        if parts.compute is not None:
+            await parts.compute.close()
+        if parts.mining is not None:
+            parts.runtime.usage.flush()
+            parts.mining.stop()
         parts.runtime.close()  # drains pending usage records before the process exits
         if parts.workers is not None:
             parts.workers.close()
@@ -92,6 +119,8 @@ def create_app(parts: NodeParts) -> FastAPI:
     app.state.store = parts.store
     app.state.accounts = parts.accounts
     app.state.runtime = parts.runtime
+    app.state.compute = parts.compute
+    app.state.mining = parts.mining
     app.state.workers = parts.workers
     app.state.environments = Environments(
         parts.hub, parts.runtime.resolver, parts.workers.venvs if parts.workers else None
@@ -101,6 +130,7 @@ def create_app(parts: NodeParts) -> FastAPI:
     app.state.secret = parts.layout.hmac_secret()
     app.state.tmp_dir = parts.layout.tmp
     app.state.node_info = {"version": __version__, "url": parts.config.url}
+    app.state.leaderboard_margin = margin_from_env()  # IOLLM_LEADERBOARD_MARGIN, default 0.02
     install_error_handlers(app)
 
     @app.get("/health")
@@ -115,7 +145,10 @@ def create_app(parts: NodeParts) -> FastAPI:
     app.include_router(ollama_router)
     app.include_router(usage_router)
     app.include_router(paths_publish_router)
+    app.include_router(paths_leaderboard_router)
     app.include_router(environments_router)
+    app.include_router(compute_router)
+    app.include_router(mining_router)
     app.include_router(native_router)
     app.include_router(oci_router)
     app.include_router(hf_router)

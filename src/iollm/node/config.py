@@ -26,6 +26,9 @@ class NodeConfig:
     anonymous_inference: bool = False  # allow inference without a token (local use)
     memory_budget: int | None = None  # bytes of model weights kept loaded; default: half the RAM
     context_length: int = 4096  # default context window for models that do not set num_ctx
+    scheduler: str | None = None  # external Dask scheduler (tcp://...); default: one on loopback
+    scheduler_port: int = 0  # port of the node's own scheduler (0 = any free port)
+    audit_rate: float = 0.1  # share of path-eval units re-executed on another provider
 
     @property
     def url(self) -> str:

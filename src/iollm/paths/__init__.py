@@ -2,21 +2,33 @@
 models in roles, and the search for the best quality/cost paths."""
 
 from .checkers import CheckResult, check, check_all
+from .leaderboard import list_breakthroughs
 from .sandbox import Sandbox, SandboxResult
+from .search import Search, SearchConfig, SearchError, evaluate_unit, evaluate_unit_async
+from .space import Candidate, build_space, projected_calls
 from .suites import Suite, SuiteError, SuiteSplit, Task, list_suites, load_suite, read_jsonl, write_jsonl
 
 __all__ = [
+    "Candidate",
     "CheckResult",
     "Sandbox",
     "SandboxResult",
+    "Search",
+    "SearchConfig",
+    "SearchError",
     "Suite",
     "SuiteError",
     "SuiteSplit",
     "Task",
+    "build_space",
     "check",
     "check_all",
+    "evaluate_unit",
+    "evaluate_unit_async",
+    "list_breakthroughs",
     "list_suites",
     "load_suite",
+    "projected_calls",
     "read_jsonl",
     "write_jsonl",
 ]

@@ -209,6 +209,11 @@ def _task_from_row(row: Any, default_id: str) -> Task:
     return Task(task_id, row["input"], target, checker, choices, meta)
 
 
+def task_from_json(row: dict[str, Any]) -> Task:
+    """A task from its JSON form (``Task.to_json``), validated like a JSONL line."""
+    return _task_from_row(row, str(row.get("id", "")))
+
+
 def _check_targets(checker: str, targets: tuple[str, ...], choices: tuple[str, ...]) -> None:
     if checker == "numeric":
         bad = [t for t in targets if parse_number(t) is None]

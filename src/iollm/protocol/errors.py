@@ -130,4 +130,6 @@ def error_from_json(status: int, body: Any) -> IollmError:
         }.get(status, IollmError)
     err = cls(message)
     err.status = status
+    if code and code != cls.code:  # a code this client does not know (a newer node): keep it
+        err.code = code
     return err

@@ -25,7 +25,8 @@ metadata = MetaData()
 usage = Table(
     "runtime_usage",
     metadata,
-    Column("id", String(32), primary_key=True),
+    Column("seq", Integer, primary_key=True, autoincrement=True),  # order of writing: a safe billing cursor
+    Column("id", String(32), nullable=False, unique=True),
     Column("created_at", String(32), nullable=False, index=True),
     Column("caller", String(96), nullable=False, index=True),
     Column("model", String(300), nullable=False, index=True),
@@ -125,6 +126,12 @@ class UsageLog:
             self._closed = True
             self._queue.put(None)
             self._thread.join(timeout=30)
+
+    def since(self, seq: int, limit: int = 1000) -> list[dict[str, Any]]:
+        """Records written after ``seq`` (in writing order): what a biller has not seen yet."""
+        with self.db.read() as conn:
+            rows = conn.execute(select(usage).where(usage.c.seq > seq).order_by(usage.c.seq).limit(limit))
+            return [dict(r._mapping) for r in rows]
 
     def query(
         self, caller: str | None = None, model: str | None = None, since: str | None = None, limit: int = 1000

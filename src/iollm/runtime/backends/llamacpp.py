@@ -41,6 +41,7 @@ class LlamaCppBackend:
         template: str | None = None,
         system: str | None = None,
         n_batch: int = 512,
+        n_threads: int | None = None,
     ) -> None:
         import llama_cpp
         from llama_cpp import Llama
@@ -50,7 +51,11 @@ class LlamaCppBackend:
         self._llama_cpp = llama_cpp
         try:
             self.llm = Llama(
-                model_path=str(model_path), n_ctx=n_ctx, n_batch=n_batch, n_threads=_threads(), verbose=False
+                model_path=str(model_path),
+                n_ctx=n_ctx,
+                n_batch=n_batch,
+                n_threads=n_threads or _threads(),
+                verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
             raise BackendFailure(f"llama.cpp could not load {model_path.name}: {exc}") from exc
@@ -160,7 +165,7 @@ class LlamaCppBackend:
                     model_path=str(self.model_path),
                     n_ctx=min(self.context_length, 2048),
                     embedding=True,
-                    n_threads=_threads(),
+                    n_threads=self.llm.n_threads,
                     verbose=False,
                 )
             embedder = self._embedder

@@ -1,0 +1,478 @@
+"""Jobs: idempotent submission, states, units handed to Dask, results persisted as each unit finishes,
+meter records checked and countersigned, a sample of units audited on another provider.
+
+The job table is the truth. A unit's result is written to the database the moment it arrives, so a
+dead worker or a node restart never loses finished work; on restart every job that was running is
+requeued and only its unfinished units run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from distributed import Future
+from sqlalchemy import select
+
+from .. import signing
+from ..database import Database, utc_now_iso
+from ..hub import Accounts, Hub, Identity
+from ..protocol import Conflict, NotFound, ProtocolError
+from .cluster import Cluster
+from .kinds import KINDS
+from .metering import Meters, result_digest
+from .registry import Providers
+from .tables import audits, jobs, logs, units
+from .units import run_unit
+
+log = logging.getLogger("iollm.compute")
+MAX_ATTEMPTS = 4
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def new_job_id() -> str:
+    return f"{int(time.time() * 1000):012x}{os.urandom(6).hex()}"
+
+
+@dataclass
+class JobServices:
+    """What kinds may use on the node side."""
+
+    hub: Hub
+    accounts: Accounts
+    node_url: str
+    db: Database
+
+
+class JobService:
+    def __init__(
+        self,
+        db: Database,
+        services: JobServices,
+        providers: Providers,
+        meters: Meters,
+        audit_rate: float = 0.0,
+    ) -> None:
+        self.db = db
+        self.services = services
+        self.providers = providers
+        self.meters = meters
+        self.audit_rate = audit_rate
+        self.cluster: Cluster | None = None
+        self._tasks: dict[str, asyncio.Task] = {}
+        self._tokens: dict[str, tuple[str, int | None]] = {}
+        self._wake = asyncio.Event()
+        self._dispatcher: asyncio.Task | None = None
+        self.random = random.Random()
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+        cluster.on_change.append(self._wake.set)
+        await asyncio.to_thread(self.reconcile)
+        cluster.client.subscribe_topic("iollm-job-log", self._on_log)  # type: ignore[union-attr]
+        self._dispatcher = asyncio.create_task(self._dispatch())
+
+    async def close(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.cancel()
+        for task in list(self._tasks.values()):
+            task.cancel()
+
+    def reconcile(self) -> int:
+        """After a restart nothing is executing: every running job goes back to the queue (its finished
+        units are kept), so no job stays running without a live worker."""
+        with self.db.write() as conn:
+            rows = conn.execute(select(jobs.c.id).where(jobs.c.state == "running")).all()
+            for (job_id,) in rows:
+                conn.execute(jobs.update().where(jobs.c.id == job_id).values(state="queued"))
+                conn.execute(
+                    logs.insert().values(
+                        job_id=job_id,
+                        at=utc_now_iso(),
+                        line="node restarted: job requeued; finished units are kept",
+                    )
+                )
+        return len(rows)
+
+    # -- submission and queries ------------------------------------------------------------------
+
+    def submit(
+        self, caller: Identity, kind: str, spec: Any, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        submitter = caller.require_user()
+        if caller.scope != "write":
+            raise ProtocolError("submitting jobs needs a write token")
+        handler = KINDS.get(kind)
+        if handler is None:
+            raise ProtocolError(f"unknown job kind {kind!r}; kinds: {', '.join(sorted(KINDS))}")
+        if not isinstance(spec, dict):
+            raise ProtocolError("a job spec is a JSON object")
+        spec = handler.validate(spec, self.services, caller)
+        spec_json = json.dumps(spec, sort_keys=True, separators=(",", ":"))
+        with self.db.write() as conn:
+            if idempotency_key:
+                row = conn.execute(
+                    select(jobs).where(
+                        (jobs.c.submitter == submitter) & (jobs.c.idempotency_key == idempotency_key)
+                    )
+                ).first()
+                if row is not None:
+                    if row.spec != spec_json or row.kind != kind:
+                        raise Conflict(
+                            f"idempotency key {idempotency_key!r} was used for a different job ({row.id})"
+                        )
+                    return self._view(dict(row._mapping))
+            job_id = new_job_id()
+            conn.execute(
+                jobs.insert().values(
+                    id=job_id,
+                    kind=kind,
+                    spec=spec_json,
+                    state="queued",
+                    submitter=submitter,
+                    idempotency_key=idempotency_key,
+                    created_at=utc_now_iso(),
+                    attempts=0,
+                )
+            )
+            conn.execute(
+                logs.insert().values(job_id=job_id, at=utc_now_iso(), line=f"submitted by {submitter}")
+            )
+        self._wake.set()
+        return self.get(job_id)
+
+    def _view(self, row: dict[str, Any]) -> dict[str, Any]:
+        row = dict(row)
+        row["spec"] = json.loads(row["spec"])
+        row["result"] = json.loads(row["result"]) if row.get("result") else None
+        row.pop("idempotency_key", None)
+        return row
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        with self.db.read() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).first()
+            if row is None:
+                raise NotFound(f"no job {job_id}; list jobs with `iollm jobs`")
+            unit_rows = conn.execute(
+                select(units.c.key, units.c.state, units.c.attempts, units.c.provider).where(
+                    units.c.job_id == job_id
+                )
+            ).all()
+        view = self._view(dict(row._mapping))
+        view["units"] = {
+            "total": len(unit_rows),
+            "done": sum(1 for u in unit_rows if u.state == "done"),
+            "providers": sorted({u.provider for u in unit_rows if u.provider}),
+        }
+        return view
+
+    def list(
+        self, state: str | None = None, submitter: str | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
+        query = select(jobs).order_by(jobs.c.created_at.desc()).limit(limit)
+        if state:
+            query = query.where(jobs.c.state == state)
+        if submitter:
+            query = query.where(jobs.c.submitter == submitter)
+        with self.db.read() as conn:
+            return [self._view(dict(r._mapping)) for r in conn.execute(query)]
+
+    def logs(self, job_id: str) -> list[dict[str, str]]:
+        self.get(job_id)
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(logs.c.at, logs.c.line).where(logs.c.job_id == job_id).order_by(logs.c.id)
+            )
+            return [{"at": r.at, "line": r.line} for r in rows]
+
+    def log_line(self, job_id: str, line: str) -> None:
+        with self.db.write() as conn:
+            conn.execute(logs.insert().values(job_id=job_id, at=utc_now_iso(), line=line[:4000]))
+
+    def _on_log(self, event: Any) -> None:
+        _, message = event if isinstance(event, tuple) else (None, event)
+        if isinstance(message, dict) and message.get("job"):
+            self.log_line(str(message["job"]), f"[{message.get('unit')}] {message.get('line')}")
+
+    def cancel(self, caller: Identity, job_id: str) -> dict[str, Any]:
+        job = self.get(job_id)
+        if job["submitter"] != caller.require_user() and not caller.is_admin:
+            raise ProtocolError("only the submitter (or an admin) may cancel a job")
+        if job["state"] not in TERMINAL:
+            self._set(job_id, state="cancelled", finished_at=utc_now_iso())
+            self.log_line(job_id, f"cancelled by {caller.name}")
+            task = self._tasks.pop(job_id, None)
+            if task is not None:
+                task.cancel()
+        return self.get(job_id)
+
+    def _set(self, job_id: str, **values: Any) -> None:
+        with self.db.write() as conn:
+            conn.execute(jobs.update().where(jobs.c.id == job_id).values(**values))
+
+    # -- execution -------------------------------------------------------------------------------
+
+    async def _dispatch(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=2.0)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            queued = await asyncio.to_thread(self.list, "queued", None, 1000)
+            for job in reversed(queued):  # oldest first
+                if job["id"] not in self._tasks:
+                    self._tasks[job["id"]] = asyncio.create_task(self._run_job(job))
+
+    def _job_token(self, job: dict[str, Any]) -> str:
+        """The job acts as its submitter: a write token that lives as long as the job."""
+        if job["id"] not in self._tokens:
+            secret = self.services.accounts.create_token(job["submitter"], f"job-{job['id']}", "write")
+            token_id = next(
+                (
+                    t["id"]
+                    for t in self.services.accounts.list_tokens(job["submitter"])
+                    if t["name"] == f"job-{job['id']}" and not t["revoked"]
+                ),
+                None,
+            )
+            self._tokens[job["id"]] = (secret, token_id)
+        return self._tokens[job["id"]][0]
+
+    def _drop_token(self, job: dict[str, Any]) -> None:
+        secret_and_id = self._tokens.pop(job["id"], None)
+        if secret_and_id and secret_and_id[1] is not None:
+            self.services.accounts.revoke_token(job["submitter"], secret_and_id[1])
+
+    def _plan(self, job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Units of the job (planned once, kept across restarts): key -> {state, result, payload}."""
+        handler = KINDS[job["kind"]]
+        with self.db.read() as conn:
+            existing = {
+                r.key: dict(r._mapping)
+                for r in conn.execute(select(units).where(units.c.job_id == job["id"]))
+            }
+        planned = handler.plan(job["id"], job["spec"], self.services)
+        if not existing:
+            with self.db.write() as conn:
+                for key, _ in planned:
+                    conn.execute(
+                        units.insert().values(
+                            job_id=job["id"], key=key, state="pending", attempts=0, updated_at=utc_now_iso()
+                        )
+                    )
+            existing = {key: {"state": "pending", "attempts": 0} for key, _ in planned}
+        return {key: {**existing.get(key, {}), "payload": payload} for key, payload in planned}
+
+    async def _run_job(self, job: dict[str, Any]) -> None:
+        job_id = job["id"]
+        try:
+            await asyncio.to_thread(
+                self._set,
+                job_id,
+                state="running",
+                started_at=job.get("started_at") or utc_now_iso(),
+                attempts=int(job.get("attempts") or 0) + 1,
+            )
+            plan = await asyncio.to_thread(self._plan, job)
+            token = await asyncio.to_thread(self._job_token, job)
+            pending = [
+                self._run_unit(
+                    job,
+                    key,
+                    {**entry["payload"], "node_url": self.services.node_url, "token": token},
+                    int(entry.get("attempts") or 0),
+                )
+                for key, entry in plan.items()
+                if entry.get("state") != "done"
+            ]
+            await asyncio.to_thread(self.log_line, job_id, f"running {len(pending)} of {len(plan)} unit(s)")
+            await asyncio.gather(*pending)
+            results = await asyncio.to_thread(self._results, job_id)
+            outcome = await asyncio.to_thread(KINDS[job["kind"]].finish, job, results, self.services)
+            await asyncio.to_thread(
+                self._set, job_id, state="succeeded", finished_at=utc_now_iso(), result=json.dumps(outcome)
+            )
+            await asyncio.to_thread(self.log_line, job_id, "succeeded")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("job %s failed", job_id)
+            await asyncio.to_thread(
+                self._set,
+                job_id,
+                state="failed",
+                finished_at=utc_now_iso(),
+                error=f"{exc.__class__.__name__}: {exc}",
+            )
+            await asyncio.to_thread(self.log_line, job_id, f"failed: {exc}")
+        finally:
+            self._tasks.pop(job_id, None)
+            await asyncio.to_thread(self._drop_token, job)
+
+    def _results(self, job_id: str) -> dict[str, Any]:
+        with self.db.read() as conn:
+            rows = conn.execute(select(units.c.key, units.c.result).where(units.c.job_id == job_id)).all()
+        return {r.key: json.loads(r.result) for r in rows if r.result}
+
+    async def _who_ran(self, future: Future) -> str | None:
+        holders = await self.cluster.client.who_has(future)  # type: ignore[union-attr]
+        for address in holders.get(future.key, ()):
+            if address in self.cluster.workers:  # type: ignore[union-attr]
+                return address
+        return None
+
+    async def _execute(
+        self,
+        job: dict[str, Any],
+        key: str,
+        payload: dict[str, Any],
+        attempt: int,
+        audit: bool = False,
+        worker: str | None = None,
+    ) -> tuple[dict[str, Any], str]:
+        handler = KINDS[job["kind"]]
+        client = self.cluster.client  # type: ignore[union-attr]
+        restrictions = {"workers": [worker], "allow_other_workers": False} if worker else {}
+        future = client.submit(
+            run_unit,
+            job["kind"],
+            job["id"],
+            key,
+            attempt,
+            payload,
+            audit,
+            key=f"{job['id']}-{key}-{attempt}{'-audit' if audit else ''}",
+            resources=handler.resources(payload),
+            pure=False,
+            **restrictions,
+        )
+        try:
+            outcome = await future
+            address = await self._who_ran(future)
+        finally:
+            future.release()
+        provider = self.cluster.workers.get(address or "") if address else None  # type: ignore[union-attr]
+        if provider is None:
+            provider = outcome.get("meter", {}).get("provider", "")
+        return outcome, provider
+
+    async def _run_unit(self, job: dict[str, Any], key: str, payload: dict[str, Any], attempts: int) -> None:
+        job_id = job["id"]
+        while True:
+            attempt = attempts + 1
+            try:
+                outcome, provider = await self._execute(job, key, payload, attempt)
+                await asyncio.to_thread(self._accept, job, key, attempt, outcome, provider)
+                if self.audit_rate and self.random.random() < self.audit_rate:
+                    await self._audit(job, key, payload, outcome, provider)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempts = attempt
+                await asyncio.to_thread(self._unit_failed, job_id, key, attempt, exc)
+                if attempt >= MAX_ATTEMPTS:
+                    raise RuntimeError(f"unit {key} failed {attempt} times; last error: {exc}") from exc
+                await asyncio.sleep(min(2.0, 0.2 * attempt))
+
+    def _unit_failed(self, job_id: str, key: str, attempt: int, exc: Exception) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                units.update()
+                .where((units.c.job_id == job_id) & (units.c.key == key))
+                .values(attempts=attempt, updated_at=utc_now_iso())
+            )
+        self.log_line(job_id, f"[{key}] attempt {attempt} failed: {exc.__class__.__name__}: {exc}")
+
+    def _accept(
+        self, job: dict[str, Any], key: str, attempt: int, outcome: dict[str, Any], provider: str
+    ) -> None:
+        self.meters.record(outcome, provider)  # raises on a bad signature: the attempt fails
+        with self.db.write() as conn:
+            conn.execute(
+                units.update()
+                .where((units.c.job_id == job["id"]) & (units.c.key == key))
+                .values(
+                    state="done",
+                    attempts=attempt,
+                    provider=provider,
+                    result=json.dumps(outcome["result"]),
+                    digest=result_digest(outcome["result"]),
+                    updated_at=utc_now_iso(),
+                )
+            )
+
+    async def _audit(
+        self, job: dict[str, Any], key: str, payload: dict[str, Any], outcome: dict, provider: str
+    ) -> None:
+        """Re-run the unit on another provider; on disagreement a third run decides who is wrong."""
+        worker = outcome["meter"]["worker"]
+        other = self.cluster.other_worker(worker)  # type: ignore[union-attr]
+        if other is None:
+            return
+        second, auditor = await self._execute(job, key, payload, 1, audit=True, worker=other)
+        await asyncio.to_thread(self.meters.record, second, auditor)
+        view = getattr(KINDS[job["kind"]], "audit_view", result_digest)
+        matched = view(second["result"]) == view(outcome["result"])
+        referee = None
+        if not matched:
+            third_worker = next(
+                (
+                    a
+                    for a, p in self.cluster.workers.items()  # type: ignore[union-attr]
+                    if p not in (provider, auditor)
+                ),
+                None,
+            )
+            if third_worker is not None:
+                third, referee = await self._execute(job, key, payload, 2, audit=True, worker=third_worker)
+                wrong = provider if view(third["result"]) == view(second["result"]) else auditor
+            else:
+                wrong = provider  # no referee available: the result on record is the one in doubt
+            await asyncio.to_thread(self.meters.dispute, job["id"], wrong)
+            if wrong == provider:  # the result on record is the wrong one: keep the reproduced one
+                await asyncio.to_thread(self._replace_result, job["id"], key, second["result"], auditor)
+            await asyncio.to_thread(self.providers.lower_standing, wrong)
+            await asyncio.to_thread(self.log_line, job["id"], f"[{key}] audit mismatch: {wrong} disputed")
+        await asyncio.to_thread(self._record_audit, job["id"], key, provider, auditor, matched, referee)
+
+    def _replace_result(self, job_id: str, key: str, result: Any, provider: str) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                units.update()
+                .where((units.c.job_id == job_id) & (units.c.key == key))
+                .values(
+                    result=json.dumps(result),
+                    digest=result_digest(result),
+                    provider=provider,
+                    updated_at=utc_now_iso(),
+                )
+            )
+
+    def _record_audit(
+        self, job_id: str, key: str, provider: str, auditor: str, matched: bool, referee: str | None
+    ) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                audits.insert().values(
+                    job_id=job_id,
+                    unit=key,
+                    provider=provider,
+                    auditor=auditor,
+                    matched=matched,
+                    referee=referee,
+                    created_at=utc_now_iso(),
+                )
+            )
+
+    def node_key_id(self) -> str:
+        return signing.public_key_id(self.meters.node_key)

@@ -1,0 +1,562 @@
+"""The search space: workflow templates x assignments of models to roles x parameters, each candidate a
+ready-to-run ``iollm.workflow/1`` graph.
+
+Prompts are written for tiny models (SmolLM2-135M, Gemma-3-270M base without a chat template,
+Qwen2.5-Coder-0.5B): short, one instruction, the answer format spelled out. Parameters are chosen so that
+candidates share model calls wherever they can (the same prompt, ``max_tokens`` and seeds across
+templates), which the call cache turns into calls made once: a cascade's first answer is the single
+model's answer, its agreement sample is a vote sample, Self-MoA's samples are vote samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .graph import SCHEMA, parse_graph
+from .pricing import PriceBook
+from .roles import STEP_BY_STEP, role_prompt
+
+SAMPLE_TEMPERATURE = 0.7  # the executor's default for votes and agreement samples
+VOTE_KS = (3, 5)
+MOA_SAMPLES = 3
+
+# Completion budgets: small enough for CPU inference, long enough for each role's job.
+MAX_TOKENS = {
+    "direct": 32,
+    "step": 128,
+    "plan": 96,
+    "critique": 64,
+    "program": 128,
+    "aggregate": 96,
+    "code": 320,
+}
+
+# Base models without a chat template run on a "User:/Assistant:" transcript and tend to write both sides;
+# a short direct answer also ends at its first blank line.
+STOP = ["\nUser:", "\nAssistant:"]
+DIRECT_STOP = [*STOP, "\n\n"]
+
+TEXT_STYLES = {
+    "direct": "{{input}}\nReply with only the final answer.",
+    "step": STEP_BY_STEP,
+}
+CODE_STYLES = {
+    "direct": "Complete this Python function. Reply with the whole function in a ```python block.\n\n{{input}}",
+    "step": (
+        "Complete this Python function. First say in one sentence how it works, then give the whole "
+        "function in a ```python block.\n\n{{input}}"
+    ),
+}
+
+PLAN_SOLVE = (
+    "Task: {{input}}\n\nPlan:\n{{plan}}\n\n"
+    "Follow the plan. Give the final answer on the last line as 'Answer: ...'."
+)
+CODE_PLAN_SOLVE = (
+    "{{input}}\n\nPlan:\n{{plan}}\n\nFollowing the plan, complete the function. "
+    "Reply with the whole function in a ```python block."
+)
+PROGRAM = (
+    "Write a short Python program that computes the answer to this question and prints it.\n\n"
+    "Question: {{input}}\n\nReply with only the code in a ```python block."
+)
+CODE_REFINE = (
+    "{{input}}\n\nThis attempt failed its checks:\n{{solve}}\n\nCheck output:\n{{check}}\n\n"
+    "Write a corrected version. Reply with the whole function in a ```python block."
+)
+
+# The model's program sits in an inert raw string at the end of the sandboxed file; this runner reads it
+# back from the file, so a syntax error in it is a clean failure, and a bare last expression is printed.
+_REGION_START = "\n# --- program ---\nr'''\n"
+_REGION_END = "\n'''\n# --- end ---\n"
+_READ_REGION = (
+    "_text = open(__file__, encoding='utf-8').read()\n"
+    "_marker = '\\n# --- program ---\\nr' + \"'''\" + '\\n'\n"
+    "_start = _text.index(_marker) + len(_marker)\n"
+    "_program = _text[_start:_text.rindex('\\n' + \"'''\" + '\\n# --- end ---')]\n"
+)
+PROGRAM_RUNNER = (
+    "import ast\n" + _READ_REGION + "_tree = ast.parse(_program)\n"
+    "if _tree.body and isinstance(_tree.body[-1], ast.Expr):\n"
+    "    _last = _tree.body[-1].value\n"
+    "    if not (isinstance(_last, ast.Call) and getattr(_last.func, 'id', '') == 'print'):\n"
+    "        _tree.body[-1] = ast.Expr(ast.Call(ast.Name('print', ast.Load()), [_last], []))\n"
+    "        ast.fix_missing_locations(_tree)\n"
+    "exec(compile(_tree, 'program.py', 'exec'), {'__name__': '__main__'})\n"
+    "raise SystemExit(0)\n" + _REGION_START + "{{program}}" + _REGION_END
+)
+# Runs a code answer and the examples in its docstrings; prints PASS or FAIL with the reason, never fails.
+CODE_CHECKER = (
+    "import doctest, types\n" + _READ_REGION + "def _verdict():\n"
+    "    try:\n"
+    "        code = compile(_program, 'solution.py', 'exec')\n"
+    "    except SyntaxError as exc:\n"
+    "        return f'FAIL: SyntaxError: {exc.msg} (line {exc.lineno})'\n"
+    "    space = {'__name__': 'solution'}\n"
+    "    try:\n"
+    "        exec(code, space)\n"
+    "    except BaseException as exc:\n"
+    "        return f'FAIL: {type(exc).__name__}: {exc}'\n"
+    "    failures = []\n"
+    "    for name, obj in list(space.items()):\n"
+    "        if isinstance(obj, types.FunctionType) and obj.__doc__ and '>>>' in obj.__doc__:\n"
+    "            runner, out = doctest.DocTestRunner(verbose=False), []\n"
+    "            test = doctest.DocTestParser().get_doctest(obj.__doc__, space, name, 'solution.py', 0)\n"
+    "            runner.run(test, out=out.append)\n"
+    "            if runner.failures:\n"
+    "                failures.append(''.join(out)[-400:])\n"
+    "    return 'FAIL: ' + '\\n'.join(failures) if failures else 'PASS'\n"
+    "print(_verdict())\n"
+    "raise SystemExit(0)\n" + _REGION_START + "{{solve}}" + _REGION_END
+)
+# Appended to a cascade answer's code: fails (and escalates) when a docstring example does not hold.
+CASCADE_CODE_TEST = (
+    "import doctest as _doctest, types as _types\n"
+    "for _name, _obj in list(globals().items()):\n"
+    "    if isinstance(_obj, _types.FunctionType) and _obj.__doc__ and '>>>' in _obj.__doc__:\n"
+    "        _runner = _doctest.DocTestRunner(verbose=False)\n"
+    "        _test = _doctest.DocTestParser().get_doctest(_obj.__doc__, globals(), _name, 'solution.py', 0)\n"
+    "        _runner.run(_test, out=lambda _s: None)\n"
+    "        if _runner.failures:\n"
+    "            raise SystemExit(1)\n"
+)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the space: a named template instance and the graph that runs it. Names are unique
+    within a space, so a candidate is identified (compared, hashed) by its name and template."""
+
+    name: str
+    template: str
+    assignment: dict[str, Any] = field(compare=False)
+    params: dict[str, Any] = field(compare=False)
+    graph: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def hash(self) -> str:
+        return parse_graph(self.graph).canonical_hash()
+
+    @property
+    def models(self) -> list[str]:
+        return sorted(
+            {
+                m
+                for n in self.graph["nodes"]
+                for m in ([n["model"]] if n.get("model") else n.get("models", []))
+            }
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "template": self.template,
+            "assignment": self.assignment,
+            "params": self.params,
+            "graph": self.graph,
+        }
+
+
+def short(model: str) -> str:
+    """``iollm/qwen2.5-coder-0.5b-instruct`` -> ``qwen2.5-coder-0.5b-instruct`` (names stay readable)."""
+    return model.rsplit("/", 1)[-1]
+
+
+def by_price(models: Iterable[str], prices: PriceBook) -> list[str]:
+    """Cheapest first: prompt plus completion price per token, then the id (a stable order)."""
+    return sorted(
+        models, key=lambda m: (prices.price(m).prompt_per_million + prices.price(m).completion_per_million, m)
+    )
+
+
+def _graph(
+    name: str, description: str, nodes: list[dict[str, Any]], edges: list[tuple[str, ...]]
+) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "name": name,
+        "description": description,
+        "nodes": nodes,
+        "edges": [{"from": e[0], "to": e[1], **({"branch": e[2]} if len(e) > 2 else {})} for e in edges],
+    }
+
+
+def _model(
+    node_id: str, model: str, role: str, prompt: str, max_tokens: int, **params: Any
+) -> dict[str, Any]:
+    return {
+        "id": node_id,
+        "kind": "model",
+        "model": model,
+        "role": role,
+        "prompt": prompt,
+        "params": {"temperature": 0.0, "max_tokens": max_tokens, "stop": STOP, **params},
+    }
+
+
+_OUT = {"id": "out", "kind": "output"}
+
+
+class _Builder:
+    """Builds the candidates for one suite kind (text answers or code) and one price order."""
+
+    def __init__(self, models: list[str], code: bool, seed: int, max_tokens: int | None = None) -> None:
+        self.models = models
+        self.code = code
+        self.seed = seed
+        self.cap = max_tokens
+        self.styles = CODE_STYLES if code else TEXT_STYLES
+        self.out: list[Candidate] = []
+
+    def tokens(self, style: str) -> int:
+        return MAX_TOKENS["code"] if self.code else MAX_TOKENS[style]
+
+    def stop(self, style: str) -> list[str]:
+        return DIRECT_STOP if style == "direct" and not self.code else STOP
+
+    def add(
+        self,
+        name: str,
+        template: str,
+        assignment: dict[str, Any],
+        params: dict[str, Any],
+        nodes: list[dict[str, Any]],
+        edges: list[tuple[str, ...]],
+        description: str,
+    ) -> None:
+        if self.cap is not None:
+            for node in nodes:
+                if "max_tokens" in node.get("params", {}):
+                    node["params"]["max_tokens"] = min(node["params"]["max_tokens"], self.cap)
+        graph = _graph(name, description, [*nodes, _OUT], edges)
+        parse_graph(graph)  # every candidate is a valid workflow, checked before any call
+        self.out.append(Candidate(name, template, assignment, params, graph))
+
+    def single(self) -> None:
+        for style, prompt in self.styles.items():
+            for m in self.models:
+                self.add(
+                    f"single:{style}({short(m)})",
+                    "single",
+                    {"solver": m},
+                    {"style": style},
+                    [_model("solve", m, "solver", prompt, self.tokens(style), stop=self.stop(style))],
+                    [("solve", "out")],
+                    f"{short(m)} answers directly ({style} prompt)",
+                )
+
+    def vote(self) -> None:
+        for style, prompt in self.styles.items():
+            for k in VOTE_KS:
+                for m in self.models:
+                    node = {
+                        "id": "vote",
+                        "kind": "vote",
+                        "model": m,
+                        "k": k,
+                        "temperature": SAMPLE_TEMPERATURE,
+                        "prompt": prompt,
+                        "params": {"max_tokens": self.tokens(style), "stop": self.stop(style)},
+                    }
+                    self.add(
+                        f"vote@{k}:{style}({short(m)})",
+                        "vote",
+                        {"voter": m},
+                        {"style": style, "k": k, "temperature": SAMPLE_TEMPERATURE},
+                        [node],
+                        [("vote", "out")],
+                        f"self-consistency: majority of {k} samples of {short(m)}",
+                    )
+
+    def plan_solve(self) -> None:
+        solve_prompt = CODE_PLAN_SOLVE if self.code else PLAN_SOLVE
+        for planner in self.models:
+            for solver in self.models:
+                nodes = [
+                    _model("plan", planner, "planner", role_prompt("planner", []), MAX_TOKENS["plan"]),
+                    _model("solve", solver, "solver", solve_prompt, self.tokens("step")),
+                ]
+                self.add(
+                    f"plan-solve(planner={short(planner)},solver={short(solver)})",
+                    "plan-solve",
+                    {"planner": planner, "solver": solver},
+                    {},
+                    nodes,
+                    [("plan", "solve"), ("solve", "out")],
+                    "a planner writes a plan, a solver follows it",
+                )
+
+    def critique_refine(self) -> None:
+        for solver in self.models:
+            for critic in self.models:
+                nodes = [
+                    _model("solve", solver, "solver", self.styles["step"], self.tokens("step")),
+                    _model(
+                        "critique", critic, "critic", role_prompt("critic", ["solve"]), MAX_TOKENS["critique"]
+                    ),
+                    _model(
+                        "refine",
+                        solver,
+                        "refiner",
+                        role_prompt("refiner", ["solve", "critique"]),
+                        self.tokens("step"),
+                    ),
+                ]
+                edges = [
+                    ("solve", "critique"),
+                    ("solve", "refine"),
+                    ("critique", "refine"),
+                    ("refine", "out"),
+                ]
+                self.add(
+                    f"critique-refine(solver={short(solver)},critic={short(critic)})",
+                    "critique-refine",
+                    {"solver": solver, "critic": critic, "refiner": solver},
+                    {},
+                    nodes,
+                    edges,
+                    "solve, critique, refine once",
+                )
+
+    def cascades(self) -> None:
+        """Cheapest first: every ordered pair cheap -> strong, and all models in price order."""
+        chains = [[a, b] for i, a in enumerate(self.models) for b in self.models[i + 1 :]]
+        if len(self.models) > 2:
+            chains.append(list(self.models))
+        check = (
+            {"check": "python", "test": CASCADE_CODE_TEST}
+            if self.code
+            else {"check": "agreement", "samples": 2, "threshold": 1.0}
+        )
+        for style, prompt in self.styles.items():
+            for chain in chains:
+                node = {
+                    "id": "cascade",
+                    "kind": "cascade",
+                    "models": chain,
+                    "prompt": prompt,
+                    "params": {"max_tokens": self.tokens(style), "stop": self.stop(style)},
+                    **check,
+                }
+                label = ">".join(short(m) for m in chain)
+                self.add(
+                    f"cascade:{style}({label})",
+                    "cascade",
+                    {"models": chain},
+                    {"style": style, "check": check["check"]},
+                    [node],
+                    [("cascade", "out")],
+                    "cheapest model first; escalate when its answer fails the check",
+                )
+
+    def program(self) -> None:
+        """Program-aided: the model writes Python that prints the answer; with a fallback to a direct answer."""
+        for m in self.models:
+            nodes = [
+                _model("program", m, "solver", PROGRAM, MAX_TOKENS["program"]),
+                {"id": "run", "kind": "python", "code": PROGRAM_RUNNER},
+            ]
+            self.add(
+                f"program({short(m)})",
+                "program",
+                {"programmer": m},
+                {},
+                nodes,
+                [("program", "run"), ("run", "out")],
+                "the model writes a program; the sandbox runs it",
+            )
+            fallback = _model(
+                "direct", m, "solver", self.styles["direct"], self.tokens("direct"), stop=self.stop("direct")
+            )
+            self.add(
+                f"program+fallback({short(m)})",
+                "program-fallback",
+                {"programmer": m, "solver": m},
+                {},
+                [*nodes, fallback],
+                [("program", "run"), ("run", "out"), ("direct", "out")],
+                "program-aided; when the program fails, the direct answer",
+            )
+
+    def verify(self) -> None:
+        """Code suites: run the answer and its docstring examples; refine once on failure."""
+        for m in self.models:
+            nodes = [
+                _model("solve", m, "solver", self.styles["direct"], self.tokens("direct")),
+                {"id": "check", "kind": "python", "code": CODE_CHECKER},
+                {
+                    "id": "gate",
+                    "kind": "route",
+                    "on": "{{check}}",
+                    "default": "pass",
+                    "rules": [{"branch": "fail", "pattern": "^FAIL"}],
+                },
+                _model("refine", m, "refiner", CODE_REFINE, self.tokens("direct")),
+            ]
+            edges = [
+                ("solve", "check"),
+                ("check", "gate"),
+                ("gate", "refine", "fail"),
+                ("solve", "refine"),
+                ("check", "refine"),
+                ("refine", "out"),
+                ("solve", "out"),
+            ]
+            self.add(
+                f"verify({short(m)})",
+                "verify",
+                {"solver": m, "refiner": m},
+                {},
+                nodes,
+                edges,
+                "solve, run the examples in the sandbox, refine once on failure",
+            )
+
+    def self_moa(self) -> None:
+        """Self-MoA: samples of one model aggregated by the same model (samples are vote samples)."""
+        for m in self.models:
+            samples = [
+                _model(
+                    f"sample{i + 1}",
+                    m,
+                    "solver",
+                    self.styles["step"],
+                    self.tokens("step"),
+                    temperature=SAMPLE_TEMPERATURE,
+                    seed=self.seed + i,
+                )
+                for i in range(MOA_SAMPLES)
+            ]
+            ids = [s["id"] for s in samples]
+            aggregate = _model(
+                "aggregate",
+                m,
+                "aggregator",
+                role_prompt("aggregator", ids),
+                self.tokens("step") if self.code else MAX_TOKENS["aggregate"],
+            )
+            self.add(
+                f"self-moa@{MOA_SAMPLES}({short(m)})",
+                "self-moa",
+                {"proposer": m, "aggregator": m},
+                {"samples": MOA_SAMPLES},
+                [*samples, aggregate],
+                [*((i, "aggregate") for i in ids), ("aggregate", "out")],
+                "several samples of one model, merged by the same model",
+            )
+
+
+def build_space(
+    models: list[str],
+    suite_checker: str,
+    prices: PriceBook | None = None,
+    seed: int = 0,
+    max_tokens: int | None = None,
+) -> list[Candidate]:
+    """Every candidate for ``models`` on a suite whose (main) checker is ``suite_checker``.
+
+    Models are taken in price order (cheapest first), which also orders the cascades. For 3 models this
+    is 53 candidates on text suites and 50 on code suites (``python_tests``: program-aided templates are
+    replaced by solve-verify-refine, cascades check by running docstring examples). ``max_tokens`` caps
+    every call's completion (a cheaper, cruder space for slow machines and tests)."""
+    if not models:
+        raise ValueError("the space needs at least one model")
+    if len(set(models)) != len(models):
+        raise ValueError("models must be distinct")
+    ordered = by_price(models, prices or PriceBook())
+    builder = _Builder(ordered, suite_checker == "python_tests", seed, max_tokens)
+    builder.single()
+    builder.vote()
+    if len(ordered) > 1:
+        builder.cascades()
+    builder.plan_solve()
+    builder.critique_refine()
+    if builder.code:
+        builder.verify()
+    else:
+        builder.program()
+    builder.self_moa()
+    return builder.out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Projected calls
+
+
+def _params(
+    node: dict[str, Any], seed: int, offset: int = 0, temperature: float | None = None
+) -> dict[str, Any]:
+    """The executor's parameter rules (see ``Executor._params``), to name calls before making them."""
+    params = dict(node.get("params") or {})
+    params.setdefault("temperature", 0.0 if temperature is None else temperature)
+    if temperature is not None:
+        params["temperature"] = temperature
+    params.setdefault("max_tokens", 256)
+    params["seed"] = int(params.get("seed", seed)) + offset
+    return params
+
+
+def _key(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def call_signatures(graph: dict[str, Any], seed: int = 0) -> list[str]:
+    """Symbolic identities of every model call the graph can make on one task (an upper bound: every
+    cascade stage and every branch counted). Two graphs that would make the same call get the same
+    signature, so the union over a space is what the call cache will actually pay for."""
+    parsed = parse_graph(graph)
+    produced: dict[str, str] = {}
+    calls: list[str] = []
+    for level in parsed.order():
+        for node_id in level:
+            node = parsed.node(node_id)
+            raw = {"kind": node.kind, **node.config}
+            upstream = [produced[e.source] for e in parsed.upstream(node_id)]
+            prompt = [node.get("prompt") or node.get("role"), node.get("system")]
+            if node.kind == "model":
+                sig = _key(node.get("model"), prompt, _params(raw, seed), upstream)
+                calls.append(sig)
+            elif node.kind == "vote":
+                temperature = float(node.get("temperature", SAMPLE_TEMPERATURE))
+                sigs = [
+                    _key(node.get("model"), prompt, _params(raw, seed, i, temperature), upstream)
+                    for i in range(int(node.get("k")))
+                ]
+                calls += sigs
+                sig = _key("vote", sigs)
+            elif node.kind == "cascade":
+                sigs = []
+                for model in node.get("models"):
+                    sigs.append(_key(model, prompt, _params(raw, seed), upstream))
+                    if node.get("check", "agreement") == "agreement":
+                        sigs += [
+                            _key(model, prompt, _params(raw, seed, i + 1, SAMPLE_TEMPERATURE), upstream)
+                            for i in range(int(node.get("samples", 2)) - 1)
+                        ]
+                calls += sigs
+                sig = _key("cascade", sigs)
+            else:
+                sig = _key(node.kind, raw, upstream)
+            produced[node_id] = sig
+    return calls
+
+
+def projected_calls(candidates: list[Candidate], n_tasks: int, seed: int = 0) -> dict[str, int]:
+    """Model calls needed to evaluate every candidate on ``n_tasks`` tasks: ``naive`` (each candidate
+    pays for its own calls) and ``unique`` (identical calls made once, what the call cache pays)."""
+    per_task = 0
+    unique: set[str] = set()
+    for candidate in candidates:
+        signatures = call_signatures(candidate.graph, seed)
+        per_task += len(signatures)
+        unique.update(signatures)
+    return {"per_task": per_task, "naive": per_task * n_tasks, "unique": len(unique) * n_tasks}
+
+
+def calls_per_task(candidate: Candidate, seed: int = 0) -> int:
+    """Upper bound of the model calls one task costs this candidate."""
+    return len(call_signatures(candidate.graph, seed))
