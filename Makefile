@@ -9,7 +9,11 @@ PORT ?= 8700
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: up test bench lint assets install clean
+UI_BUILD := src/iollm/editor/static/index.html
+UI_DEPS := web/node_modules/.installed
+UI_SOURCES := web/package.json web/package-lock.json web/vite.config.js web/index.html $(shell find web/src web/public -type f 2>/dev/null)
+
+.PHONY: up test bench lint assets install ui clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,13 +23,24 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The web UI (workflow editor and pages) served at /ui: built from web/ with the lock file's exact versions.
+$(UI_DEPS): web/package-lock.json
+	cd web && npm ci --no-audit --no-fund
+	touch $(UI_DEPS)
+
+$(UI_BUILD): $(UI_DEPS) $(UI_SOURCES)
+	cd web && npm run build
+
+ui: $(UI_BUILD)
+
 assets: install
 	$(BIN)/python -m iollm.assets fetch --models --data --safetensors --quiet
 
-up: assets
+up: assets ui
 	$(BIN)/iollm up --port $(PORT)
 
-test: assets
+test: assets ui
+	command -v chromium || (apt-get install -y chromium || (apt-get update && apt-get install -y chromium))
 	IOLLM_TEST_POSTGRES=$$(scripts/postgres.sh) $(BIN)/python -m pytest -q --durations=15
 
 bench: assets

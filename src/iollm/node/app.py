@@ -16,6 +16,7 @@ from ..compute.api import router as compute_router
 from ..mining.api import router as mining_router
 from ..mining.service import Mining, MiningConfig, submission_lookup
 from ..database import Database, open_database
+from ..editor import router as editor_router
 from ..hub import Accounts, Hub, PullThrough, ensure_local_admin, hf_catch_all, hf_router, native_router
 from ..hub import metadata as hub_metadata
 from ..hub.oci_api import router as oci_router
@@ -149,6 +150,7 @@ def create_app(parts: NodeParts) -> FastAPI:
     app.include_router(environments_router)
     app.include_router(compute_router)
     app.include_router(mining_router)
+    app.include_router(editor_router)  # the web UI at /ui and its APIs under /api/editor
     app.include_router(native_router)
     app.include_router(oci_router)
     app.include_router(hf_router)

@@ -10,6 +10,8 @@ import asyncio
 import re
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +21,11 @@ from .graph import Graph, Node, render
 from .pricing import PriceBook
 from .roles import role_prompt
 from .sandbox import Sandbox
+
+# The id of the node whose calls are being made: a client can read it to attribute streamed tokens to a
+# node (each node runs in its own task, so parallel nodes never see each other's value).
+current_node: ContextVar[str | None] = ContextVar("current_node", default=None)
+EventSink = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass
@@ -125,13 +132,14 @@ class Executor:
         task_input: str,
         cached: dict[str, str] | None = None,
         until: str | None = None,
-        on_event=None,
+        on_event: EventSink | None = None,
     ) -> RunResult:
-        """Run ``graph``; ``cached`` node outputs are reused without calls; ``until`` stops after that node."""
+        """Run ``graph``; ``cached`` node outputs are reused without calls; ``until`` stops after that node.
+        ``on_event`` (optional) receives ``node_started``/``node_finished`` events as they happen."""
         traces = {n.id: NodeTrace(n.id, n.kind) for n in graph.nodes}
         values: dict[str, str] = {"input": task_input}
         active_edges: set[tuple[str, str]] = set()
-        needed = _ancestors(graph, until) if until else None
+        needed = ancestors(graph, until) if until else None
         start = time.perf_counter()
         for level in graph.order():
             runnable = []
@@ -172,6 +180,7 @@ class Executor:
         trace = traces[node.id]
         upstream = [e.source for e in graph.upstream(node.id)]
         began = time.perf_counter()
+        current_node.set(node.id)
         if on_event:
             await on_event({"type": "node_started", "node": node.id})
         try:
@@ -297,7 +306,8 @@ class Executor:
         return outcome.stdout.strip()
 
 
-def _ancestors(graph: Graph, node_id: str) -> set[str]:
+def ancestors(graph: Graph, node_id: str) -> set[str]:
+    """``node_id`` and every node it depends on (what a run up to that node must compute or reuse)."""
     found = {node_id}
     frontier = [node_id]
     while frontier:

@@ -264,6 +264,90 @@ def parse_graph(data: dict[str, Any] | str, known_models: set[str] | None = None
     return graph
 
 
+def problems(data: dict[str, Any], known_models: set[str] | None = None) -> list[GraphError]:
+    """Every reason ``data`` cannot run, not just the first, so the editor can mark all culprits at once
+    (``parse_graph`` stops at the first). An empty list means ``parse_graph`` accepts the graph."""
+    found: list[GraphError] = []
+    if not isinstance(data, dict):
+        return [GraphError("a workflow is a JSON object with nodes and edges")]
+    if data.get("schema", SCHEMA) != SCHEMA:
+        return [
+            GraphError(f"unsupported workflow schema {data.get('schema')!r}; this version reads {SCHEMA}")
+        ]
+    nodes: list[Node] = []
+    for raw in data.get("nodes") or []:
+        if not isinstance(raw, dict) or not _ID.match(str(raw.get("id", ""))):
+            found.append(GraphError(f"every node needs an id of letters, digits, '_' or '-': {raw!r}"))
+            continue
+        node = Node(
+            str(raw["id"]),
+            str(raw.get("kind", "")),
+            {k: v for k, v in raw.items() if k not in ("id", "kind")},
+        )
+        if node.id in RESERVED_VARIABLES:
+            found.append(GraphError(f"{node.id!r} is a reserved name", node.id))
+        try:
+            _check_node(node)
+        except GraphError as exc:
+            found.append(exc)
+        except (TypeError, ValueError) as exc:
+            found.append(GraphError(f"node {node.id!r}: {exc}", node.id))
+        nodes.append(node)
+    ids = [n.id for n in nodes]
+    for dup in sorted({i for i in ids if ids.count(i) > 1}):
+        found.append(GraphError(f"node id {dup!r} is used twice; ids must be unique", dup))
+    outputs = [n for n in nodes if n.kind == "output"]
+    if len(outputs) != 1:
+        found.append(GraphError(f"a workflow needs exactly one output node (it has {len(outputs)})"))
+    edges = []
+    for raw in data.get("edges") or []:
+        source, target = raw.get("from") or raw.get("source"), raw.get("to") or raw.get("target")
+        if source not in ids or target not in ids:
+            found.append(GraphError(f"edge {source!r} -> {target!r} names a node that does not exist"))
+            continue
+        edges.append(Edge(source, target, raw.get("branch")))
+    unique = tuple({n.id: n for n in nodes}.values())
+    graph = Graph(str(data.get("name") or "workflow"), unique, tuple(edges))
+    try:
+        graph.order()
+    except GraphError as exc:
+        found.extend(GraphError(str(exc), node) for node in _cycle_members(exc))
+    for node in unique:
+        sources = {e.source for e in graph.upstream(node.id)}
+        for template in node.templates():
+            for name in sorted(variables(str(template))):
+                base = name.split(".")[0]
+                if base not in RESERVED_VARIABLES and base not in sources:
+                    found.append(
+                        GraphError(
+                            f"node {node.id!r} uses {{{{{name}}}}} but has no edge from a node {base!r}",
+                            node.id,
+                        )
+                    )
+        if node.kind == "output" and not sources:
+            found.append(
+                GraphError(
+                    "the output node has no input: connect the node whose answer is the result", node.id
+                )
+            )
+        if node.kind == "route" and any(e.branch is None for e in graph.downstream(node.id)):
+            found.append(GraphError(f"edges leaving route {node.id!r} need a branch name", node.id))
+        if known_models is not None:
+            found.extend(
+                GraphError(f"node {node.id!r} uses model {model!r}, which this node does not serve", node.id)
+                for model in node.models
+                if model not in known_models
+            )
+    return found
+
+
+def _cycle_members(exc: GraphError) -> list[str | None]:
+    """The node ids named by a cycle error (so each node on the cycle gets marked)."""
+    text = str(exc)
+    marker = "cycle through "
+    return [n.strip() for n in text.split(marker, 1)[1].split(",")] if marker in text else [exc.node]
+
+
 def load_graph(path: str) -> Graph:
     with open(path, encoding="utf-8") as handle:
         return parse_graph(handle.read())
