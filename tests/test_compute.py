@@ -210,6 +210,39 @@ def test_bad_job_specs_are_clear_errors(pool) -> None:
         assert reply.status_code == 400 and words in reply.json()["error"]["message"], reply.text
 
 
+def test_path_search_on_cluster_runs_as_jobs_that_the_submission_names(pool, tmp_path: Path) -> None:
+    node, providers, _ = pool
+    suite = tmp_path / "tiny.jsonl"
+    suite.write_text("".join(json.dumps(t) + "\n" for t in TASKS[:4]))
+    args = (
+        "path",
+        "search",
+        "--suite",
+        str(suite),
+        "--models",
+        "local/smol",
+        "--on-cluster",
+        "--budget",
+        "11",
+    )
+    args += ("--max-tokens", "6", "--report-dir", str(tmp_path / "report"), "--no-cache")
+    result = node.cli_json(*args)
+    assert result["jobs"] and result["calls_made"] > 0 and result["heldout"]["n"] == 2
+    assert result["evaluations_used"] <= 11 < result["evaluations_exhaustive"]
+    ran_on: set[str] = set()
+    for job_id in result["jobs"]:
+        job = api(node, "GET", f"/api/jobs/{job_id}").json()
+        assert job["kind"] == "path-eval" and job["state"] == "succeeded"
+        ran_on.update(job["units"]["providers"])
+    assert ran_on <= {p.id for p in providers} and ran_on
+    holder = node.cli_json("leaderboard", "tiny")["holder"]
+    assert holder["graph_hash"] == result["best"]["hash"] and sorted(holder["jobs"]) == sorted(
+        set(result["jobs"])
+    )
+    again = node.cli_json(*args)  # the same search again: the same jobs, nothing evaluated twice
+    assert sorted(again["jobs"]) == sorted(result["jobs"]) and again["best"]["name"] == result["best"]["name"]
+
+
 def test_a_provider_killed_mid_job_costs_only_its_unit(pool) -> None:
     node, providers, base = pool
     many = [{**task, "id": f"{task['id']}-{n}"} for n in range(3) for task in TASKS]

@@ -227,34 +227,60 @@ def test_a_changed_agreement_needs_signing_again(market) -> None:
 
 
 def test_breakthroughs_are_paid_from_the_reward_pool_once(market) -> None:
-    node, bob, _ = market
+    node, bob, provider = market
     chat(node, bob)
     settle(node)  # the fee feeds the reward pool
     pool_before = node.cli_json("balance", "platform:rewards")["balance"]
     assert pool_before > 0
 
-    def submit(graph: dict, scores: list[float], token: str) -> dict:
-        reply = api(
-            node,
-            "POST",
-            "/api/leaderboard/demo-suite/submissions",
-            token,
-            json={"graph": graph, "scores": scores, "fingerprint": "f" * 64, "cost_per_task": 10},
-        )
+    def submit(graph: dict, scores: list[float], token: str, jobs: list[str]) -> dict:
+        body = {"graph": graph, "scores": scores, "fingerprint": "f" * 64, "cost_per_task": 10, "jobs": jobs}
+        reply = api(node, "POST", "/api/leaderboard/demo-suite/submissions", token, json=body)
         assert reply.status_code == 200, reply.text
         return reply.json()
 
-    submit(GRAPH, [0.0] * 30 + [1.0] * 10, node.token)
+    def evaluate(token: str) -> str:
+        """A path-eval job run by the investor: metered compute that a submission can name."""
+        task = {"id": "a", "input": "2+2?", "target": "4", "checker": "numeric"}
+        body = {"kind": "path-eval", "spec": {"graph": GRAPH, "tasks": [task], "seed": len(token)}}
+        job = api(node, "POST", "/api/jobs", token, json=body).json()
+        deadline = time.monotonic() + 300
+        while api(node, "GET", f"/api/jobs/{job['id']}", token).json()["state"] not in (
+            "succeeded",
+            "failed",
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        return job["id"]
+
+    def rewarded(account: str) -> list[dict]:
+        return [
+            line
+            for line in node.cli_json("statement", account)["lines"]
+            if line["ref_type"] == "breakthrough"
+        ]
+
+    admins_job, bobs_job = evaluate(node.token), evaluate(bob)
+    submit(GRAPH, [0.0] * 30 + [1.0] * 10, node.token, [admins_job])
+    # Naming somebody else's jobs directs nothing to their providers: the designer is paid alone.
     better = {**GRAPH, "nodes": [{**GRAPH["nodes"][0], "params": {"max_tokens": 16}}, GRAPH["nodes"][1]]}
-    outcome = submit(better, [1.0] * 40, bob)
-    assert outcome.get("breakthrough")
+    assert submit(better, [0.0] * 20 + [1.0] * 20, bob, [admins_job]).get("breakthrough")
     settle(node)
-    paid = node.cli_json("statement", "designer:bob")["lines"]
-    assert any(line["ref_type"] == "breakthrough" and line["amount"] > 0 for line in paid)
+    assert len(rewarded("designer:bob")) == 1 and rewarded(f"provider:{provider.id}") == []
+    chat(node, bob)
+    settle(node)  # the first reward emptied the pool; fees refill it
+    # Naming the designer's own evaluation jobs shares the reward with the providers that ran them.
+    best = {**GRAPH, "nodes": [{**GRAPH["nodes"][0], "params": {"max_tokens": 24}}, GRAPH["nodes"][1]]}
+    assert submit(best, [1.0] * 40, bob, [bobs_job]).get("breakthrough")
+    settle(node)
+    paid = rewarded("designer:bob")
+    assert len(paid) == 2 and all(line["amount"] > 0 for line in paid)
+    investor = rewarded(f"provider:{provider.id}")
+    assert len(investor) == 1 and abs(investor[0]["amount"] - paid[1]["amount"]) <= 1  # 50/50 by default
     pool_after = node.cli_json("balance", "platform:rewards")["balance"]
     assert pool_after < pool_before
     settle(node)
-    assert node.cli_json("statement", "designer:bob")["lines"] == paid  # paid once
+    assert rewarded("designer:bob") == paid  # paid once
 
 
 def test_the_log_verifies_and_proves_entries(market, tmp_path: Path) -> None:

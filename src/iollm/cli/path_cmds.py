@@ -30,6 +30,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..paths.clients import OpenAIClient
+from ..paths.cluster_search import ClusterEvaluator
 from ..paths.executor import Executor
 from ..paths.graph import GraphError, parse_graph
 from ..paths.report import write_report
@@ -207,6 +208,12 @@ def search_cmd(
     no_submit: Annotated[
         bool, typer.Option("--no-submit", help="Do not submit the result to the leaderboard.")
     ] = False,
+    on_cluster: Annotated[
+        bool,
+        typer.Option(
+            "--on-cluster", help="Evaluate on the node's compute providers (path-eval jobs), not here."
+        ),
+    ] = False,
     openai_url: OpenAIUrlOpt = None,
     endpoint: EndpointOpt = None,
     token: TokenOpt = None,
@@ -243,7 +250,7 @@ def search_cmd(
             config = SearchConfig(
                 names, loaded, budget, workers, seed, heldout_fraction, max_tasks, max_tokens
             )
-            result = _search(ctx, url, config, prices, cache_path, as_json)
+            result = _search(ctx, url, config, prices, cache_path, as_json, on_cluster)
         folder = report_dir or Path(
             f"path-search-{loaded.name.replace('/', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
@@ -253,20 +260,41 @@ def search_cmd(
 
 
 def _search(
-    ctx: Ctx, url: str, config: SearchConfig, prices: Any, cache_path: Path, as_json: bool
+    ctx: Ctx,
+    url: str,
+    config: SearchConfig,
+    prices: Any,
+    cache_path: Path,
+    as_json: bool,
+    on_cluster: bool = False,
 ) -> dict[str, Any]:
     async def main() -> dict[str, Any]:
         client, inner = open_client(url, ctx.token, cache_path, concurrency=config.workers)
+        node = ctx.client() if on_cluster else None
         try:
-            await warm_up(inner, config.models)
+            if node is None:
+                await warm_up(inner, config.models)
             with _progress(as_json) as on_progress:
                 search = Search(config, client, prices, on_progress)
+                if node is not None:
+                    search.evaluator = ClusterEvaluator(
+                        None,
+                        prices,
+                        config.seed,
+                        config.workers,
+                        on_progress=on_progress,
+                        node=node,
+                        suite=config.suite.name,
+                    )
+                    search.client = None
                 preview = search.preview()
                 if not as_json:
                     _print_preview(preview)
                 return {"preview": preview, **await search.run()}
         finally:
             await inner.close()
+            if node is not None:
+                node.close()
 
     return asyncio.run(main())
 
@@ -314,6 +342,8 @@ def _submit(ctx: Ctx, result: dict[str, Any]) -> dict[str, Any]:
         "fingerprint": result["split"]["fingerprint"]["heldout"],
         "cost_per_task": result["heldout"]["cost_per_task"],
     }
+    if result.get("jobs"):
+        body["jobs"] = result["jobs"]  # the providers that evaluated it share a breakthrough reward
     digest = hashlib.sha256(json.dumps([result["suite"], body], sort_keys=True).encode()).hexdigest()
     body["idempotency_key"] = f"path-search-{digest[:32]}"
     try:

@@ -114,10 +114,11 @@ class Meters:
 
 
 def compute_by_provider(
-    db: Database, job_ids: list[str] | None = None, model: str | None = None
+    db: Database, job_ids: list[str] | None = None, model: str | None = None, submitter: str | None = None
 ) -> dict[str, int]:
     """Undisputed metered compute (CPU + GPU microseconds) per provider, for some jobs or for every job
-    whose spec names ``model`` (its base, output, model or evaluated models). What investors are paid by."""
+    whose spec names ``model`` (its base, output, model or evaluated models), optionally only jobs that
+    ``submitter`` submitted (so nobody can point rewards at other people's jobs). What investors are paid by."""
     from .tables import jobs
 
     query = select(meters.c.provider, meters.c.cpu_seconds, meters.c.gpu_seconds).where(
@@ -130,6 +131,8 @@ def compute_by_provider(
     if model is not None:
         related = select(jobs.c.id).where(jobs.c.spec.like(f'%"{model}"%'))
         query = query.where(meters.c.job_id.in_(related))
+    if submitter is not None:
+        query = query.where(meters.c.job_id.in_(select(jobs.c.id).where(jobs.c.submitter == submitter)))
     totals: dict[str, int] = {}
     with db.read() as conn:
         for provider, cpu, gpu in conn.execute(query):

@@ -33,7 +33,7 @@ class Rewards:
         self.ledger = ledger
         self.breakthroughs = breakthroughs  # () -> list of breakthrough events (from the path module)
         self.submission = submission  # id -> submission (with its evaluation jobs, if any)
-        self.compute_for_jobs = compute_for_jobs  # job ids -> {provider: metered microseconds}
+        self.compute_for_jobs = compute_for_jobs  # (job ids, designer) -> {provider: metered microseconds}
         self.reward_amount = reward_amount
         self.provider_bps = provider_bps
         self.window = timedelta(seconds=window_seconds)
@@ -97,7 +97,9 @@ class Rewards:
             return self._record(event, "unfunded", 0, {"reason": "the reward pool is empty"})
         submission = self.submission(event["submission_id"]) or {}
         jobs = submission.get("jobs") or []
-        compute = {p: c for p, c in self.compute_for_jobs(jobs).items() if c > 0} if jobs else {}
+        compute = (
+            {p: c for p, c in self.compute_for_jobs(jobs, event["designer"]).items() if c > 0} if jobs else {}
+        )
         provider_bps = self.provider_bps if compute else 0
         top = allocate(amount, {"designer": BPS_SCALE - provider_bps, "providers": provider_bps})
         parts = {f"designer:{event['designer']}": top["designer"]}

@@ -3,7 +3,6 @@ billing, breakthrough rewards, and the tamper-evident log that records all of it
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -84,7 +83,7 @@ class Mining:
             self.ledger,
             events,
             submission,
-            lambda jobs: compute_by_provider(db, job_ids=list(jobs)),
+            lambda jobs, designer: compute_by_provider(db, job_ids=list(jobs), submitter=designer),
             config.reward_amount,
             config.reward_provider_bps,
             config.challenge_seconds,
@@ -252,9 +251,6 @@ def submission_lookup(db: Database):
         return list_breakthroughs(db)
 
     def submission(submission_id: int) -> dict[str, Any] | None:
-        found = get_submission(db, submission_id)
-        if found and isinstance(found.get("jobs"), str):
-            found["jobs"] = json.loads(found["jobs"])
-        return found
+        return get_submission(db, submission_id)
 
     return events, submission

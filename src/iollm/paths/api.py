@@ -28,6 +28,9 @@ class Submission(BaseModel):
     fingerprint: str = Field(description="sha256 of the held-out split's task ids (SuiteSplit.fingerprint)")
     cost_per_task: float = Field(ge=0, description="micro-credits per task on the held-out split")
     idempotency_key: str | None = Field(default=None, max_length=128)
+    jobs: list[str] | None = Field(
+        default=None, description="compute jobs (path-eval) that evaluated it; their providers share rewards"
+    )
 
 
 def _db(request: Request) -> Database:
@@ -59,6 +62,7 @@ async def submit(
         body.cost_per_task,
         _margin(request),
         key,
+        body.jobs,
     )
 
 

@@ -45,6 +45,7 @@ from .graph import GraphError, parse_graph
 from .stats import bootstrap_ci, paired_bootstrap
 
 DEFAULT_MARGIN = 0.02
+MAX_JOBS = 1000  # evaluation jobs one submission may name
 MAX_TASKS = 100_000
 
 metadata = MetaData()
@@ -66,6 +67,7 @@ submissions = Table(
     Column("cost_per_task", BigInteger, nullable=False),  # micro-credits
     Column("record", Boolean, nullable=False, default=False),  # became the holder when submitted
     Column("idempotency_key", String(128), nullable=True),
+    Column("jobs", Text, nullable=True),  # JSON list of the compute jobs that evaluated it (reward split)
     Column("created_at", String(32), nullable=False),
     UniqueConstraint("designer", "idempotency_key", name="paths_submissions_idempotency"),
 )
@@ -114,6 +116,7 @@ def _submission_json(row: Any, with_scores: bool = False) -> dict[str, Any]:
         "record": bool(row.record),
         "created_at": row.created_at,
         "graph": json.loads(row.graph),
+        "jobs": json.loads(row.jobs) if row.jobs else [],
     }
     if with_scores:
         out["scores"] = json.loads(row.scores)
@@ -195,6 +198,7 @@ def submit(
     cost_per_task: float,
     margin: float = DEFAULT_MARGIN,
     idempotency_key: str | None = None,
+    jobs: list[str] | None = None,
 ) -> dict[str, Any]:
     """Record a held-out result and apply the record rules (module docstring); returns the submission,
     whether it holds the record now, the breakthrough event if any, and why not otherwise. Retrying with
@@ -210,6 +214,12 @@ def submit(
     values = _check_scores(scores)
     if not isinstance(cost_per_task, int | float) or cost_per_task < 0:
         raise ProtocolError("cost_per_task must be a non-negative number of micro-credits")
+    if jobs is not None and (
+        not isinstance(jobs, list)
+        or len(jobs) > MAX_JOBS
+        or not all(isinstance(j, str) and 0 < len(j) <= 64 for j in jobs)
+    ):
+        raise ProtocolError(f"jobs must be a list of at most {MAX_JOBS} job ids (the evaluation jobs)")
     score, low, high = bootstrap_ci(values)
     with db.write() as conn:
         _lock(conn, suite)
@@ -272,6 +282,7 @@ def submit(
                 cost_per_task=round(cost_per_task),
                 record=record,
                 idempotency_key=idempotency_key,
+                jobs=json.dumps(sorted(set(jobs))) if jobs else None,
                 created_at=now,
             )
         ).inserted_primary_key[0]

@@ -586,6 +586,9 @@ class Search:
         client = self.client
         made = getattr(client, "calls_made", None)
         cached = getattr(client, "calls_cached", None)
+        if made is None:  # evaluated elsewhere (on the cluster): count from the records
+            made = sum(r["calls_made"] for r in evaluator.results.values())
+            cached = sum(r["calls_cached"] for r in evaluator.results.values())
         return {
             "suite": self.config.suite.name,
             "suite_source": self.config.suite.source,
@@ -609,6 +612,7 @@ class Search:
             "heldout_evaluations": evaluator.spent.get("heldout", 0),
             "calls_made": made,
             "calls_cached": cached,
+            "jobs": list(getattr(evaluator, "jobs", [])),
             "best": {**entry(best), "graph": best.graph},
             "heldout": _rounded(figures[best.name], drop=("scores",)),
             "heldout_scores": figures[best.name]["scores"],
