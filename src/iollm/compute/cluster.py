@@ -46,7 +46,10 @@ class Cluster:
     async def start(self) -> None:
         logging.getLogger("distributed").setLevel(logging.WARNING)
         if not self.external:
-            self.scheduler = await Scheduler(host=self.host, port=self.port, dashboard=False)
+            # Its HTTP endpoint (health, metrics) would otherwise bind :8787 on every interface.
+            self.scheduler = await Scheduler(
+                host=self.host, port=self.port, dashboard=False, dashboard_address=f"{self.host}:0"
+            )
         self.client = await Client(self.address, asynchronous=True, name="iollm-node")
         self.providers.all_offline()
         self._watcher = asyncio.create_task(self._watch())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import sys
 from collections.abc import Callable
 
@@ -48,4 +49,22 @@ def serve(config: NodeConfig, announce: Callable[[dict], None] | None = None) ->
             announce(info)
 
     server.startup = startup  # type: ignore[method-assign]
-    server.run()
+    server.run(sockets=[_listen(config.host, config.port)])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind the API port before anything else starts: the Dask scheduler and workers pick free ports at
+    startup and must never take the one this node was told to serve on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise SystemExit(
+            f"error: cannot listen on {host}:{port} ({exc.strerror}); stop whatever uses it or pick --port"
+        ) from exc
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
