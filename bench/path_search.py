@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import sys
 import time
@@ -44,7 +45,11 @@ from iollm.paths.suites import load_suite
 
 MODELS = ["iollm/smollm2-135m-instruct", "iollm/gemma-3-270m", "iollm/qwen2.5-coder-0.5b-instruct"]
 SUITES = ["bigbench/arithmetic-2digit-add", "bigbench/object-counting"]
-SEARCH_TASKS, HELDOUT_TASKS = 24, 40
+# Smaller splits for a slow machine: IOLLM_BENCH_SEARCH_TASKS / IOLLM_BENCH_HELDOUT_TASKS.
+SEARCH_TASKS = int(os.environ.get("IOLLM_BENCH_SEARCH_TASKS", "24"))
+HELDOUT_TASKS = int(os.environ.get("IOLLM_BENCH_HELDOUT_TASKS", "40"))
+# IOLLM_BENCH_CALL_CACHE keeps the call cache between runs, so an interrupted run resumes where it stopped.
+CALL_CACHE = os.environ.get("IOLLM_BENCH_CALL_CACHE")
 SEED = 0
 WORKERS = 8
 
@@ -267,10 +272,11 @@ def _ticker(label: str):
 
 async def run(node: BenchNode, folder: Path) -> dict[str, Any]:
     prices = node_prices(node.url, node.token, MODELS)
-    cache_path = folder / "calls.sqlite"
+    cache_path = Path(CALL_CACHE).expanduser() if CALL_CACHE else folder / "calls.sqlite"
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
     _, inner = open_client(
-        f"{node.url}/v1", node.token, None, concurrency=1
-    )  # one call at a time: clean timings
+        f"{node.url}/v1", node.token, None, concurrency=len(MODELS)
+    )  # one call at a time per model (SerialPerModel); token costs are reported beside compute costs
     await warm_up(inner, MODELS)
     client = CachedClient(SerialPerModel(inner), CallCache(cache_path))
     log = KeyLog(client)
@@ -296,6 +302,8 @@ async def run(node: BenchNode, folder: Path) -> dict[str, Any]:
         }
         | {"compute_micro_per_second": prices.compute_per_second},
         "seed": SEED,
+        "split_sizes": {"search": SEARCH_TASKS, "heldout": HELDOUT_TASKS},
+        "call_cache": str(CALL_CACHE) if CALL_CACHE else "fresh (scratch)",
         "suites": suites,
         "targets": {
             "quality_98pct_of_exhaustive_optimum_with_at_most_20pct_evaluations": {
