@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from ...protocol import FileEntry, ProtocolError
 from ..local_models import chat_once
 from . import register_kind
-from .finetune import (
+from .specs import (
     check_keys,
     dataset_rows,
     float_field,
