@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Integer, MetaData, String, Table, Text, UniqueConstraint
+from collections.abc import Collection, Sequence
+from operator import itemgetter
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 metadata = MetaData()
 
@@ -26,7 +41,8 @@ transfers = Table(
     Column("debit", String(200), nullable=False, index=True),
     Column("credit", String(200), nullable=False, index=True),
     Column("amount", BigInteger, nullable=False),
-    Column("code", String(24), nullable=False),  # grant | charge | fee | reward_pool | investor | designer | ...
+    # grant | charge | fee | reward_pool | investor | designer | ...
+    Column("code", String(24), nullable=False),
     Column("ref_type", String(24), nullable=False),  # usage | meter | breakthrough | grant | hold | agreement
     Column("ref_id", String(200), nullable=False),
     Column("memo", Text, nullable=False),
@@ -107,3 +123,51 @@ keys = Table(
     Column("user", String(96), nullable=False, index=True),
     Column("created_at", String(32), nullable=False),
 )
+
+
+COPY_FROM = 64  # rows from which COPY beats one multi-row INSERT on PostgreSQL (it costs more round trips)
+
+
+def insert_many(conn: Connection, table: Table, rows: Sequence[dict[str, Any]]) -> None:
+    """INSERT ``rows`` (dicts with the same keys) through the driver: ``executemany`` on SQLite, one
+    multi-row INSERT or a COPY on PostgreSQL. SQLAlchemy's per-row parameter processing (and
+    psycopg's parsing of a huge multi-row VALUES) costs more than the insert itself when a
+    10,000-way split writes its rows."""
+    if not rows:
+        return
+    names = list(rows[0])
+    values = list(map(itemgetter(*names), rows)) if len(names) > 1 else [(row[names[0]],) for row in rows]
+    quote = conn.dialect.identifier_preparer.quote
+    columns = f"{quote(table.name)} ({', '.join(quote(n) for n in names)})"
+    if conn.dialect.name != "postgresql":
+        conn.exec_driver_sql(f"INSERT INTO {columns} VALUES ({', '.join('?' * len(names))})", values)
+    elif len(values) <= COPY_FROM:
+        one = "(" + ", ".join(["%s"] * len(names)) + ")"
+        conn.exec_driver_sql(
+            f"INSERT INTO {columns} VALUES {', '.join([one] * len(values))}",
+            tuple(v for row in values for v in row),
+        )
+    else:
+        raw = conn.connection.driver_connection  # same connection, same transaction
+        with raw.cursor() as cursor, cursor.copy(f"COPY {columns} FROM STDIN") as copy:
+            for row in values:
+                copy.write_row(row)
+
+
+def select_in(
+    conn: Connection, table: Table, columns: Sequence[str], key: str, keys: Collection[str]
+) -> list[tuple]:
+    """``SELECT columns WHERE key IN keys`` for thousands of keys in few round trips: one array
+    parameter on PostgreSQL, chunks of 500 ``?`` on SQLite (far below its parameter limit)."""
+    quote = conn.dialect.identifier_preparer.quote
+    head = f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(table.name)} WHERE {quote(key)}"
+    ordered = sorted(keys)
+    if conn.dialect.name == "postgresql":
+        return [tuple(r) for r in conn.exec_driver_sql(f"{head} = ANY(%s)", (ordered,))] if ordered else []
+    out: list[tuple] = []
+    for start in range(0, len(ordered), 500):
+        chunk = tuple(ordered[start : start + 500])
+        out.extend(
+            tuple(r) for r in conn.exec_driver_sql(f"{head} IN ({', '.join('?' * len(chunk))})", chunk)
+        )
+    return out

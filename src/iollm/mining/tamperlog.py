@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -16,13 +17,17 @@ from sqlalchemy import Connection, func, select
 from .. import signing
 from ..database import Database, utc_now_iso
 from .merkle import Checkpoint, MerkleLog, inclusion_proof, leaf_hash, utc_timestamp, verify_inclusion
-from .tables import checkpoints, log_entries
+from .tables import checkpoints, insert_many, log_entries
 
 CHECKPOINT_EVERY = 1000  # entries between automatic signed checkpoints
 
 
+_ENTRY_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"))  # one encoder, not one per entry
+
+
 def entry_bytes(kind: str, ref: str, body: dict[str, Any]) -> bytes:
-    return json.dumps({"kind": kind, "ref": ref, "body": body}, sort_keys=True, separators=(",", ":")).encode()
+    """Canonical JSON: the leaf's data, byte for byte what the tree hashes."""
+    return _ENTRY_JSON.encode({"kind": kind, "ref": ref, "body": body}).encode()
 
 
 class TamperLog:
@@ -35,22 +40,70 @@ class TamperLog:
         self.origin = f"iollm ledger {self.key_id[8:24]}"
         self._lock = threading.Lock()
         with db.read() as conn:
-            hashes = [bytes.fromhex(h) for (h,) in conn.execute(select(log_entries.c.leaf_hash).order_by(log_entries.c.seq))]
+            hashes = [
+                bytes.fromhex(h)
+                for (h,) in conn.execute(select(log_entries.c.leaf_hash).order_by(log_entries.c.seq))
+            ]
         self.tree = MerkleLog(hashes)
 
     def append(self, conn: Connection, kind: str, ref: str, body: dict[str, Any]) -> int:
         """Add a leaf inside the caller's write transaction (which serialises writers)."""
-        data = entry_bytes(kind, ref, body)
-        digest = leaf_hash(data)
+        return self.append_many(conn, [(kind, ref, body)])[0]
+
+    def append_many(self, conn: Connection, entries: Sequence[tuple[str, str, dict[str, Any]]]) -> list[int]:
+        """Add leaves ``(kind, ref, body)`` in order with one multi-row insert; returns their indexes."""
+        return self.append_encoded(
+            conn, [(kind, ref, entry_bytes(kind, ref, body).decode()) for kind, ref, body in entries]
+        )
+
+    def append_encoded(self, conn: Connection, entries: Sequence[tuple[str, str, str]]) -> list[int]:
+        """``append_many`` for callers that already hold each entry's canonical JSON text (exactly
+        ``entry_bytes(kind, ref, body)``), made faster than a generic encoder can."""
+        if not entries:
+            return []
+        first = self._next_seq(conn)
+        now = utc_now_iso()
+        rows, leaves = [], []
+        for seq, (kind, ref, text) in enumerate(entries, start=first):
+            digest = leaf_hash(text.encode())
+            rows.append(
+                {
+                    "seq": seq,
+                    "kind": kind,
+                    "ref": ref,
+                    "entry": text,
+                    "leaf_hash": digest.hex(),
+                    "created_at": now,
+                }
+            )
+            leaves.append((seq, digest))
+        insert_many(conn, log_entries, rows)
+        conn.info["iollm_next_seq"] = first + len(rows)
+        conn.info.setdefault("iollm_log_leaves", []).extend(leaves)
+        return [seq for seq, _ in leaves]
+
+    @staticmethod
+    def _next_seq(conn: Connection) -> int:
+        """Read once per transaction; writers are serialised, so it cannot change under us."""
         seq = conn.info.get("iollm_next_seq")
-        if seq is None:  # once per transaction; writers are serialised, so it cannot change under us
+        if seq is None:
             seq = conn.execute(select(func.coalesce(func.max(log_entries.c.seq), -1))).scalar_one() + 1
-        conn.info["iollm_next_seq"] = seq + 1
-        conn.execute(log_entries.insert().values(
-            seq=seq, kind=kind, ref=ref, entry=data.decode(), leaf_hash=digest.hex(), created_at=utc_now_iso()
-        ))
-        conn.info.setdefault("iollm_log_leaves", []).append((seq, digest))
         return seq
+
+    @staticmethod
+    def mark(conn: Connection) -> tuple[int | None, int]:
+        """Where this transaction's appends stand (to ``rewind`` to after rolling back a savepoint)."""
+        return conn.info.get("iollm_next_seq"), len(conn.info.get("iollm_log_leaves", []))
+
+    @staticmethod
+    def rewind(conn: Connection, mark: tuple[int | None, int]) -> None:
+        """Forget the leaves appended since ``mark``: their savepoint was rolled back."""
+        seq, count = mark
+        if seq is None:
+            conn.info.pop("iollm_next_seq", None)
+        else:
+            conn.info["iollm_next_seq"] = seq
+        del conn.info.get("iollm_log_leaves", [])[count:]
 
     def take(self, conn: Connection) -> list[tuple[int, bytes]]:
         """The leaves this transaction appended (call just before it commits)."""
@@ -73,7 +126,9 @@ class TamperLog:
     def _catch_up(self) -> None:
         with self.db.read() as conn:
             rows = conn.execute(
-                select(log_entries.c.leaf_hash).where(log_entries.c.seq >= self.tree.size).order_by(log_entries.c.seq)
+                select(log_entries.c.leaf_hash)
+                .where(log_entries.c.seq >= self.tree.size)
+                .order_by(log_entries.c.seq)
             ).all()
         for (digest,) in rows:
             self.tree.append_leaf_hash(bytes.fromhex(digest))
@@ -95,9 +150,15 @@ class TamperLog:
         with self.db.write() as conn:
             existing = conn.execute(select(checkpoints).where(checkpoints.c.tree_size == size)).first()
             if existing is None:
-                conn.execute(checkpoints.insert().values(
-                    tree_size=size, root=root.hex(), text=made.to_text(), signature=signature, created_at=utc_now_iso()
-                ))
+                conn.execute(
+                    checkpoints.insert().values(
+                        tree_size=size,
+                        root=root.hex(),
+                        text=made.to_text(),
+                        signature=signature,
+                        created_at=utc_now_iso(),
+                    )
+                )
             else:
                 return dict(existing._mapping)
         return {"tree_size": size, "root": root.hex(), "text": made.to_text(), "signature": signature}
@@ -123,9 +184,15 @@ class TamperLog:
         with self._lock:
             proof = inclusion_proof(seq, head["tree_size"], self.tree)
         return {
-            "entry": row.entry, "index": seq, "tree_size": head["tree_size"], "leaf_hash": row.leaf_hash,
-            "proof": [p.hex() for p in proof], "root": head["root"], "checkpoint": head["text"],
-            "signature": head["signature"], "node_key": self.key_id,
+            "entry": row.entry,
+            "index": seq,
+            "tree_size": head["tree_size"],
+            "leaf_hash": row.leaf_hash,
+            "proof": [p.hex() for p in proof],
+            "root": head["root"],
+            "checkpoint": head["text"],
+            "signature": head["signature"],
+            "node_key": self.key_id,
         }
 
 
@@ -143,6 +210,7 @@ def check_proof(proof: dict[str, Any]) -> tuple[bool, str]:
     leaf = leaf_hash(proof["entry"].encode())
     if leaf.hex() != proof["leaf_hash"]:
         return False, "the entry does not hash to the leaf"
-    ok = verify_inclusion(leaf, proof["index"], proof["tree_size"], [bytes.fromhex(p) for p in proof["proof"]],
-                          head.root_hash)
+    ok = verify_inclusion(
+        leaf, proof["index"], proof["tree_size"], [bytes.fromhex(p) for p in proof["proof"]], head.root_hash
+    )
     return (True, "entry is in the signed log") if ok else (False, "the inclusion proof does not verify")
