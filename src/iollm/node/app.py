@@ -13,13 +13,13 @@ from fastapi.responses import JSONResponse
 from .. import __version__
 from ..compute import ComputeParts, build_compute, node_key
 from ..compute.api import router as compute_router
-from ..mining.api import router as mining_router
-from ..mining.service import Mining, MiningConfig, submission_lookup
 from ..database import Database, open_database
 from ..editor import router as editor_router
 from ..hub import Accounts, Hub, PullThrough, ensure_local_admin, hf_catch_all, hf_router, native_router
 from ..hub import metadata as hub_metadata
 from ..hub.oci_api import router as oci_router
+from ..mining.api import router as mining_router
+from ..mining.service import Mining, MiningConfig, submission_lookup
 from ..paths.api import router as paths_leaderboard_router
 from ..paths.leaderboard import margin_from_env
 from ..paths.leaderboard import metadata as paths_metadata
