@@ -386,3 +386,9 @@ def test_leaderboard_margin_and_interval(db) -> None:
         submit(db, suite, "frank", _graph(MID), [2.0] * 10, split, 1)
     with pytest.raises(ProtocolError, match="invalid graph"):
         submit(db, suite, "frank", {"nodes": []}, [1.0] * 10, split, 1)
+
+
+def test_default_budget_never_exceeds_a_fifth_of_exhaustive() -> None:
+    for n in (41, 45, 64, 80):  # 41 and 45 give 1113 and 1219 evaluations: rounding would overshoot
+        search = Search(SearchConfig(MODELS, make_suite(n), workers=8), RecordedClient(synthetic), PRICES)
+        assert search.budget <= search.exhaustive / 5 or search.budget == len(search.space)

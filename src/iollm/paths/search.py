@@ -489,7 +489,8 @@ class Search:
         checker = config.suite.checkers[0] if config.suite.tasks else "exact"
         self.space = build_space(config.models, checker, prices, config.seed, config.max_tokens)
         self.exhaustive = len(self.space) * len(self.split.search)
-        self.budget = config.budget or max(len(self.space), round(0.2 * self.exhaustive))
+        # Default: a fifth of exhaustive, rounded down so it never exceeds 20 % (at least one pass).
+        self.budget = config.budget or max(len(self.space), self.exhaustive // 5)
         self.evaluator = Evaluator(client, prices, config.seed, config.workers, on_progress=on_progress)
 
     def preview(self) -> dict[str, Any]:
