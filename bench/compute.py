@@ -118,6 +118,8 @@ def speedup(node: BenchNode, work: Path) -> dict:
     return {
         "tasks": TASKS,
         "units": two["units"]["total"],
+        "one_provider_units": _spread(node, one["id"]),
+        "two_providers_units": _spread(node, two["id"]),
         "one_provider_s": round(one_s, 2),
         "two_providers_s": round(two_s, 2),
         "speedup": round(one_s / two_s, 3),
@@ -126,6 +128,21 @@ def speedup(node: BenchNode, work: Path) -> dict:
         "target_met": one_s / two_s >= 1.7,
         "_providers": [first, second],
     }
+
+
+def _spread(node: BenchNode, job_id: str) -> dict:
+    """Per provider: units run, metered CPU seconds, and the span from its first start to its last end."""
+    out: dict[str, dict] = {}
+    for m in api(node, "GET", "/api/meters", params={"job": job_id}).json()["meters"]:
+        entry = out.setdefault(m["provider"][-8:], {"units": 0, "cpu_s": 0.0, "first": None, "last": None})
+        entry["units"] += 1
+        entry["cpu_s"] = round(entry["cpu_s"] + m["cpu_seconds"], 2)
+        start, end = iso(m["started_at"]), iso(m["ended_at"])
+        entry["first"] = start if entry["first"] is None else min(entry["first"], start)
+        entry["last"] = end if entry["last"] is None else max(entry["last"], end)
+    for entry in out.values():
+        entry["busy_span_s"] = round(entry.pop("last") - entry.pop("first"), 2)
+    return out
 
 
 def scheduling_overhead(node: BenchNode, repeats: int = 20) -> dict:

@@ -252,37 +252,46 @@ class JobService:
         if secret_and_id and secret_and_id[1] is not None:
             self.services.accounts.revoke_token(job["submitter"], secret_and_id[1])
 
-    def _plan(self, job: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        """Units of the job (planned once, kept across restarts): key -> {state, result, payload}."""
-        handler = KINDS[job["kind"]]
-        with self.db.read() as conn:
+    def _start(self, job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Mark the job running and plan its units (once, kept across restarts) in one transaction: a
+        single durable commit stands between a submission and its units going out. Returns key ->
+        {state, attempts, ..., payload}."""
+        planned = KINDS[job["kind"]].plan(job["id"], job["spec"], self.services)
+        now = utc_now_iso()
+        with self.db.write() as conn:
             existing = {
                 r.key: dict(r._mapping)
                 for r in conn.execute(select(units).where(units.c.job_id == job["id"]))
             }
-        planned = handler.plan(job["id"], job["spec"], self.services)
-        if not existing:
-            with self.db.write() as conn:
-                for key, _ in planned:
-                    conn.execute(
-                        units.insert().values(
-                            job_id=job["id"], key=key, state="pending", attempts=0, updated_at=utc_now_iso()
-                        )
-                    )
-            existing = {key: {"state": "pending", "attempts": 0} for key, _ in planned}
+            if not existing:
+                rows = [
+                    {"job_id": job["id"], "key": key, "state": "pending", "attempts": 0, "updated_at": now}
+                    for key, _ in planned
+                ]
+                if rows:
+                    conn.execute(units.insert(), rows)
+                existing = {key: {"state": "pending", "attempts": 0} for key, _ in planned}
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job["id"])
+                .values(
+                    state="running",
+                    started_at=job.get("started_at") or now,
+                    attempts=int(job.get("attempts") or 0) + 1,
+                )
+            )
+            todo = sum(1 for key, _ in planned if existing.get(key, {}).get("state") != "done")
+            conn.execute(
+                logs.insert().values(
+                    job_id=job["id"], at=now, line=f"running {todo} of {len(planned)} unit(s)"
+                )
+            )
         return {key: {**existing.get(key, {}), "payload": payload} for key, payload in planned}
 
     async def _run_job(self, job: dict[str, Any]) -> None:
         job_id = job["id"]
         try:
-            await asyncio.to_thread(
-                self._set,
-                job_id,
-                state="running",
-                started_at=job.get("started_at") or utc_now_iso(),
-                attempts=int(job.get("attempts") or 0) + 1,
-            )
-            plan = await asyncio.to_thread(self._plan, job)
+            plan = await asyncio.to_thread(self._start, job)
             token = await asyncio.to_thread(self._job_token, job)
             pending = [
                 self._run_unit(
@@ -294,7 +303,6 @@ class JobService:
                 for key, entry in plan.items()
                 if entry.get("state") != "done"
             ]
-            await asyncio.to_thread(self.log_line, job_id, f"running {len(pending)} of {len(plan)} unit(s)")
             await asyncio.gather(*pending)
             results = await asyncio.to_thread(self._results, job_id)
             outcome = await asyncio.to_thread(KINDS[job["kind"]].finish, job, results, self.services)

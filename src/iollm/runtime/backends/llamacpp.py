@@ -49,12 +49,16 @@ class LlamaCppBackend:
         self.model_path = model_path
         self._Llama = Llama
         self._llama_cpp = llama_cpp
+        threads = n_threads or _threads()
         try:
+            # n_threads_batch defaults to every core: a provider lending one CPU would then spin two
+            # threads through each prompt and slow down every other engine on the machine.
             self.llm = Llama(
                 model_path=str(model_path),
                 n_ctx=n_ctx,
                 n_batch=n_batch,
-                n_threads=n_threads or _threads(),
+                n_threads=threads,
+                n_threads_batch=threads,
                 verbose=False,
             )
         except (ValueError, RuntimeError) as exc:
@@ -166,6 +170,7 @@ class LlamaCppBackend:
                     n_ctx=min(self.context_length, 2048),
                     embedding=True,
                     n_threads=self.llm.n_threads,
+                    n_threads_batch=self.llm.n_threads,
                     verbose=False,
                 )
             embedder = self._embedder
