@@ -116,6 +116,15 @@ class Billing:
             row = conn.execute(select(prices).where(prices.c.model == model)).first()
         return dict(row._mapping) if row else None
 
+    def _price_of(self, model_id: str, repo: str) -> dict[str, Any] | None:
+        """The price of a model id, else of its repository: one read on every inference call's path."""
+        with self.db.read() as conn:
+            rows = {
+                r.model: dict(r._mapping)
+                for r in conn.execute(select(prices).where(prices.c.model.in_({model_id, repo})))
+            }
+        return rows.get(model_id) or rows.get(repo)
+
     def list_prices(self) -> list[dict[str, Any]]:
         with self.db.read() as conn:
             return [dict(r._mapping) for r in conn.execute(select(prices).order_by(prices.c.model))]
@@ -124,7 +133,7 @@ class Billing:
 
     def admit(self, caller: Identity, spec: Any) -> None:
         """Refuse a call to a priced model when the caller cannot pay for a short answer."""
-        price = self.price(spec.model_id) or self.price(spec.repo)
+        price = self._price_of(spec.model_id, spec.repo)
         if not price or (price["prompt_per_million"] == 0 and price["completion_per_million"] == 0):
             return
         if caller.anonymous:
