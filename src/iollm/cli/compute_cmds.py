@@ -99,7 +99,7 @@ def provider_show(
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
         info = client.get_json(f"/api/providers/{provider_id}")
-    emit(ctx, info, lambda p: stdout.print_json(json.dumps(p, default=str)))
+    emit(ctx, info)  # pretty JSON
 
 
 @app.command("providers")
@@ -200,7 +200,7 @@ def job_show(
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
         job = client.get_json(f"/api/jobs/{job_id}")
-    emit(ctx, job, lambda j: stdout.print_json(json.dumps(j, default=str)))
+    emit(ctx, job)  # pretty JSON
 
 
 @job_app.command("logs")

@@ -300,7 +300,7 @@ def ledger_prove(
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
         proof = client.get_json(f"/api/ledger/proof/{entry}")
-    emit(ctx, proof, lambda p: stdout.print_json(json.dumps(p)))
+    emit(ctx, proof)  # pretty JSON
 
 
 @ledger_app.command("check")
