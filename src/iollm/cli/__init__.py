@@ -9,6 +9,7 @@ from . import (
     archive_cmds,
     compute_cmds,
     env_cmds,
+    eval_cmds,
     hub_cmds,
     mining_cmds,
     node_cmds,
@@ -43,6 +44,7 @@ app.registered_commands.extend(mining_cmds.app.registered_commands)
 app.add_typer(path_cmds.path_app, name="path")
 app.add_typer(path_cmds.suite_app, name="suite")
 app.registered_commands.extend(path_cmds.app.registered_commands)
+app.registered_commands.extend(eval_cmds.app.registered_commands)
 
 
 def main() -> None:

@@ -3,10 +3,10 @@
 Examples::
 
     iollm path run graph.json --input "What is 12 plus 30?"
-    iollm path search --suite bigbench/arithmetic-2digit-add --models iollm/qwen2.5-coder-0.5b-instruct,iollm/smollm2-135m-instruct
+    iollm path search --suite gsm8k --models iollm/qwen2.5-coder-0.5b-instruct,iollm/smollm2-135m-instruct
     iollm suite list
-    iollm suite show bigbench/object-counting --split heldout --limit 3
-    iollm leaderboard bigbench/arithmetic-2digit-add
+    iollm suite show arc-challenge --split heldout --limit 3
+    iollm leaderboard gsm8k
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..paths.catalog import list_suites, load_suite
 from ..paths.clients import OpenAIClient
 from ..paths.cluster_search import ClusterEvaluator
 from ..paths.executor import Executor
@@ -36,7 +37,7 @@ from ..paths.graph import GraphError, parse_graph
 from ..paths.report import write_report
 from ..paths.sandbox import Sandbox
 from ..paths.search import Search, SearchConfig, SearchError, node_prices, open_client, warm_up
-from ..paths.suites import SuiteError, list_suites, load_suite
+from ..paths.suites import SuiteError
 from ..protocol import IollmError, Unavailable
 from .common import Ctx, EndpointOpt, HomeOpt, JsonOpt, TokenOpt, emit, errors, fail, stderr, stdout
 
@@ -45,7 +46,7 @@ path_app = typer.Typer(
     help="Run workflow graphs and search for the best path on a suite.", no_args_is_help=True
 )
 suite_app = typer.Typer(
-    help="Task suites: built-in (BIG-bench, HumanEval) or any JSONL file.", no_args_is_help=True
+    help="Task suites: built-in public benchmarks (GSM8K, MATH, MMLU, ARC, HumanEval, MBPP, ...) or any JSONL file.", no_args_is_help=True
 )
 
 OpenAIUrlOpt = Annotated[
@@ -225,7 +226,7 @@ def search_cmd(
     The space is templates x model assignments x parameters; racing spends evaluations on the search split
     only, then the chosen path, the Pareto front and the baselines are measured on the held-out split.
 
-    Example: iollm path search --suite bigbench/arithmetic-2digit-add --models iollm/qwen2.5-coder-0.5b-instruct,iollm/smollm2-135m-instruct --budget 300
+    Example: iollm path search --suite gsm8k --models iollm/qwen2.5-coder-0.5b-instruct,iollm/smollm2-135m-instruct --budget 300
     """
     ctx = Ctx(endpoint, token, home, as_json)
     url = _openai_url(ctx, openai_url)
@@ -485,7 +486,7 @@ def suite_show_cmd(
 ) -> None:
     """A suite's size, checker, split and first tasks.
 
-    Example: iollm suite show bigbench/object-counting --split heldout --limit 3
+    Example: iollm suite show arc-challenge --split heldout --limit 3
     """
     ctx = Ctx(None, None, None, as_json)
     with path_errors(as_json):
@@ -533,7 +534,7 @@ def suite_show_cmd(
 
 @app.command("leaderboard")
 def leaderboard_cmd(
-    suite: Annotated[str, typer.Argument(help="A suite name, e.g. bigbench/arithmetic-2digit-add.")],
+    suite: Annotated[str, typer.Argument(help="A suite name, e.g. gsm8k.")],
     fingerprint: Annotated[
         str | None, typer.Option("--fingerprint", help="Held-out split (default: latest).")
     ] = None,
@@ -544,7 +545,7 @@ def leaderboard_cmd(
 ) -> None:
     """The record holder and ranked submissions of a suite, stored on the node.
 
-    Example: iollm leaderboard bigbench/arithmetic-2digit-add
+    Example: iollm leaderboard gsm8k
     """
     ctx = Ctx(endpoint, token, home, as_json)
     with path_errors(as_json), ctx.client() as client:

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..hub import Hub, Identity
+from ..paths.catalog import list_suites
 from ..paths.graph import NODE_KINDS, ROLES
 from ..paths.roles import role_prompt
-from ..paths.suites import list_suites
 from .runs import served_models
 
 KIND_HELP = {

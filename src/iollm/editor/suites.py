@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..paths.suites import BUILTIN_SUITES, Suite, SuiteError, load_suite, task_from_json
+from ..paths.catalog import BUILTIN_SUITES, load_suite
+from ..paths.suites import Suite, SuiteError, task_from_json
 from ..protocol import ProtocolError
 
 MAX_INLINE_TASKS = 1000

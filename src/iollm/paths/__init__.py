@@ -1,14 +1,16 @@
 """Agent optimal path module: task suites and checkers, a sandbox for model-written code, workflows of
 models in roles, and the search for the best quality/cost paths."""
 
+from .catalog import BUILTIN_SUITES, list_suites, load_suite
 from .checkers import CheckResult, check, check_all
 from .leaderboard import list_breakthroughs
 from .sandbox import Sandbox, SandboxResult
 from .search import Search, SearchConfig, SearchError, evaluate_unit, evaluate_unit_async
 from .space import Candidate, build_space, projected_calls
-from .suites import Suite, SuiteError, SuiteSplit, Task, list_suites, load_suite, read_jsonl, write_jsonl
+from .suites import Suite, SuiteError, SuiteSplit, Task, read_jsonl, write_jsonl
 
 __all__ = [
+    "BUILTIN_SUITES",
     "Candidate",
     "CheckResult",
     "Sandbox",

@@ -1,7 +1,7 @@
 """HTTP routes of the leaderboard: submit a held-out result, read a suite's board, list breakthroughs.
 
-Suite names contain "/" (``bigbench/object-counting``), so the suite is a path parameter that may span
-segments: ``POST /api/leaderboard/bigbench/object-counting/submissions``.
+Suite names contain "/" (``mmlu/anatomy``, ``evals/bigrams``), so the suite is a path parameter that may span
+segments: ``POST /api/leaderboard/evals/bigrams/submissions``.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ Each candidate is also tried without a short leading label of at most three word
     the text of exactly one option (an option whose text lies inside another matched option's text
     does not count). The first candidate that names an option decides; passes if that option is a
     target.
+``math``
+    Competition-math answers (MATH): the last ``\\boxed{}`` (nested braces allowed) or Minerva's "final
+    answer is", compared after LaTeX normalisation (see ``math_answers``).
 ``python_tests``
     Code is the fenced python blocks (the first block that defines the entry point, else all blocks
     joined), else the raw output. Two programs are tried in the sandbox, ``prompt + code`` (HumanEval
@@ -46,6 +49,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from .math_answers import extract_math_answer, math_equal
 from .sandbox import Sandbox, SandboxResult
 
 if TYPE_CHECKING:
@@ -63,7 +67,7 @@ __all__ = [
     "parse_number",
 ]
 
-CHECKERS: tuple[str, ...] = ("exact", "numeric", "choice", "python_tests")
+CHECKERS: tuple[str, ...] = ("exact", "numeric", "choice", "math", "python_tests")
 
 
 @dataclass(frozen=True)
@@ -315,10 +319,20 @@ def _check_python_tests(task: Task, output: str, sandbox: Sandbox | None) -> Che
     return CheckResult(False, 0.0, code, "tests failed: " + " | ".join(dict.fromkeys(details)))
 
 
+def _check_math(task: Task, output: str) -> CheckResult:
+    answer = extract_math_answer(output)
+    if answer is None:
+        return CheckResult(False, 0.0, "", "no boxed or final answer in the output")
+    if any(math_equal(answer, t) for t in _targets(task)):
+        return CheckResult(True, 1.0, answer, "equal after LaTeX normalisation")
+    return CheckResult(False, 0.0, answer, f"expected {_targets(task)[0]!r}, got {answer!r}")
+
+
 _SIMPLE: dict[str, Callable[[Task, str], CheckResult]] = {
     "exact": _check_exact,
     "numeric": _check_numeric,
     "choice": _check_choice,
+    "math": _check_math,
 }
 
 

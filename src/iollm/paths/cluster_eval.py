@@ -16,10 +16,11 @@ from typing import Any
 from ..compute import register_kind
 from ..compute.local_models import chat_once
 from ..protocol import NotFound, ProtocolError
+from .catalog import load_suite
 from .clients import CallResult
 from .graph import GraphError, parse_graph
 from .search import evaluate_unit_async, prices_from_json
-from .suites import SuiteError, load_suite, task_from_json
+from .suites import SuiteError, task_from_json
 
 DEFAULT_BATCH = 8
 

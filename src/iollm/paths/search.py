@@ -36,6 +36,7 @@ from typing import Any
 
 import httpx
 
+from .catalog import load_suite
 from .checkers import check
 from .clients import CachedClient, CallCache, CallResult, ModelClient, OpenAIClient
 from .executor import Executor
@@ -44,7 +45,7 @@ from .pricing import COMPUTE_MICRO_PER_SECOND, Price, PriceBook
 from .sandbox import Sandbox
 from .space import Candidate, build_space, calls_per_task, projected_calls
 from .stats import bootstrap_ci, bounds, paired_bootstrap, pareto_front
-from .suites import Suite, SuiteSplit, Task, load_suite
+from .suites import Suite, SuiteSplit, Task
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 MODEL_KINDS = ("model", "vote", "cascade")

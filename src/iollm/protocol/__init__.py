@@ -37,7 +37,7 @@ from .manifest import (
     utc_now,
 )
 from .pull import pull
-from .push import push
+from .push import push, put_file
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -73,6 +73,7 @@ __all__ = [
     "parse_manifest",
     "pull",
     "push",
+    "put_file",
     "split_repo_id",
     "utc_now",
 ]

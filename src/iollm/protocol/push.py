@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..store import Chunk, FileDigest, digest_file, iter_file_chunks
+from ..store import Chunk, FileDigest, digest_buffer, digest_file, iter_file_chunks
 from .client import NodeClient
 from .errors import NotFound, ProtocolError
 from .manifest import check_path
@@ -179,3 +179,48 @@ def _upload(
             if progress:
                 progress("uploading", sent, total)
     return sent
+
+
+def put_file(
+    client: NodeClient,
+    repo_id: str,
+    path: str,
+    data: bytes,
+    *,
+    repo_type: str = "model",
+    branch: str = "main",
+    message: str = "",
+) -> str:
+    """Add or replace one small file on top of the branch head, keeping every other file and the card.
+
+    Returns the new commit id. A concurrent commit to the branch makes this fail with a conflict
+    (the parent is checked), never lose the other commit's files.
+    """
+    check_path(path)
+    head = _current_head(client, repo_type, repo_id, branch)
+    files: list[dict[str, Any]] = []
+    card: dict[str, Any] = {}
+    if head is not None:
+        manifest = client.manifest(repo_type, repo_id, head)
+        files = [f.model_dump() for f in manifest.files if f.path != path]
+        card = manifest.card
+    digest = digest_buffer(memoryview(data))
+    by_digest = {c.digest: data[c.offset : c.offset + c.length] for c in digest.chunks}
+    missing = client.missing_chunks(list(by_digest))
+    if missing:
+        client.upload_chunks([(d, by_digest[d]) for d in missing])
+    entry = {
+        "path": path,
+        "size": digest.size,
+        "sha256": digest.sha256,
+        "chunks": [[c.digest.hex(), c.length] for c in digest.chunks],
+    }
+    body = {
+        "branch": branch,
+        "parent": head,
+        "check_parent": True,
+        "message": message,
+        "card": card,
+        "files": [*files, entry],
+    }
+    return str(client.commit(repo_type, repo_id, body)["commit"])
