@@ -204,10 +204,13 @@ MODEL = "local/smol"
 
 
 @pytest.fixture(scope="module")
-def served(node_factory, smollm2_gguf: Path):
+def served(node_factory, smollm2_gguf: Path, tmp_path_factory: pytest.TempPathFactory):
     node = node_factory("--no-seed")
     node.cli_json("push", str(smollm2_gguf), MODEL)
-    return node
+    cache = tmp_path_factory.mktemp("eval-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("IOLLM_EVAL_CACHE", str(cache))  # each run starts with an empty result cache
+        yield node
 
 
 def _hand_loglikelihood(gguf: Path, context: str, continuation: str) -> float:
@@ -318,7 +321,7 @@ def test_eval_of_a_published_path(served, tmp_path: Path) -> None:
         "schema": "iollm.workflow/1",
         "name": "answer",
         "nodes": [
-            {"id": "solve", "kind": "model", "model": MODEL, "params": {"max_tokens": 16}},
+            {"id": "solve", "kind": "model", "model": MODEL, "prompt": "{{input}}", "params": {"max_tokens": 16}},
             {"id": "out", "kind": "output"},
         ],
         "edges": [{"from": "solve", "to": "out"}],

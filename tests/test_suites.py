@@ -497,6 +497,11 @@ def test_extract_code_rules() -> None:
     assert extract_code(two, "f") == "def f():\n    return 1\n"
     assert extract_code("```python\ndef f(): pass\n") == "def f(): pass\n"  # unclosed fence
     assert extract_code("    return 1\n") == "    return 1\n"
+    # Qwen2.5-Coder-0.5B (Q4) writes the language on the line after the fence
+    assert (
+        extract_code("```\npython\ndef add(a, b):\n    return a + b\n```", "add")
+        == "def add(a, b):\n    return a + b\n"
+    )
 
 
 @pytest.mark.parametrize("name", ["gsm8k", "math500"])

@@ -105,6 +105,10 @@ def eval_command(
     concurrency: Annotated[int, typer.Option("--concurrency", help="Requests in flight.")] = 2,
     card: Annotated[bool, typer.Option("--card/--no-card", help="Write the score to the model card.")] = True,
     cache: Annotated[bool, typer.Option("--cache/--no-cache", help="Reuse cached item results.")] = True,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option("--cache-dir", envvar="IOLLM_EVAL_CACHE", help="Default ~/.cache/iollm/evals."),
+    ] = None,
     endpoint: EndpointOpt = None,
     token: TokenOpt = None,
     as_json: JsonOpt = False,
@@ -138,7 +142,8 @@ def eval_command(
                 commit=commit,
                 concurrency=concurrency,
             )
-            store = ResultCache(default_cache_dir() / "results.sqlite") if cache and revision else None
+            folder = cache_dir or default_cache_dir()
+            store = ResultCache(folder / "results.sqlite") if cache and revision else None
             bar, update = _progress_callback(not as_json, f"{suite.name} {chosen}")
             try:
                 if bar is not None:

@@ -46,7 +46,8 @@ path_app = typer.Typer(
     help="Run workflow graphs and search for the best path on a suite.", no_args_is_help=True
 )
 suite_app = typer.Typer(
-    help="Task suites: built-in public benchmarks (GSM8K, MATH, MMLU, ARC, HumanEval, MBPP, ...) or any JSONL file.", no_args_is_help=True
+    help="Task suites: built-in public benchmarks (GSM8K, MATH, MMLU, ARC, HumanEval, MBPP, ...) or any JSONL file.",
+    no_args_is_help=True,
 )
 
 OpenAIUrlOpt = Annotated[

@@ -35,7 +35,7 @@ Each candidate is also tried without a short leading label of at most three word
     answer is", compared after LaTeX normalisation (see ``math_answers``).
 ``python_tests``
     Code is the fenced python blocks (the first block that defines the entry point, else all blocks
-    joined), else the raw output. Two programs are tried in the sandbox, ``prompt + code`` (HumanEval
+    joined; a first line that only names the language is dropped), else the raw output. Two programs are tried in the sandbox, ``prompt + code`` (HumanEval
     completion style: the code continues the prompt's function or redefines it with the prompt's
     imports in scope) and ``code`` alone; either passing scores 1. Code never runs in this process.
 """
@@ -273,10 +273,18 @@ def _check_choice(task: Task, output: str) -> CheckResult:
 _FENCE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.DOTALL)
 
 
+def _without_language_line(body: str) -> str:
+    """Small models sometimes put the fence's language on its own line (a fence, then ``python``)."""
+    first, _, rest = body.partition("\n")
+    return rest if first.strip().lower() in ("python", "py", "python3") else body
+
+
 def extract_code(output: str, entry_point: str | None = None) -> str:
     """Python source from a model's output: fenced blocks (see the module docstring), else the raw text."""
     blocks = [
-        body for lang, body in _FENCE.findall(output) if lang.lower() in ("", "python", "py", "python3")
+        _without_language_line(body)
+        for lang, body in _FENCE.findall(output)
+        if lang.lower() in ("", "python", "py", "python3")
     ]
     if not blocks:
         return output

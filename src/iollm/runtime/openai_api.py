@@ -3,6 +3,12 @@
 Responses follow OpenAI's shapes closely enough for the official client: SSE streaming ending with
 ``data: [DONE]``, a usage-only chunk when ``stream_options.include_usage`` is set, errors as
 ``{"error": {"message", "type", "param", "code"}}`` (also mid-stream, as an SSE data line).
+
+``/v1/completions`` takes the legacy ``logprobs`` (0..5) and ``echo``: with both, ``choices[0].logprobs``
+scores every prompt token (the first one's logprob is null) and then the generated ones, and
+``max_tokens: 0`` scores without generating, which is how lm-evaluation-harness computes a
+log-likelihood. ``text_offset`` counts characters of the returned text, which begins with the prompt
+under ``echo`` and right after it otherwise (so the first offset is ``len(prompt)``).
 """
 
 from __future__ import annotations
@@ -16,12 +22,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
 
 from ..hub import Identity
 from ..hub.deps import caller
 from ..protocol import IollmError, ProtocolError
-from .backends import ChatMessage
+from .backends import ChatMessage, TokenLogprob, logprobs_json
 from .service import CallInfo, Runtime, params_for
 
 router = APIRouter(prefix="/v1")
@@ -61,6 +67,7 @@ class CompletionRequest(BaseModel):
     stop: str | list[str] | None = None
     n: int = 1
     echo: bool = False
+    logprobs: StrictInt | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
 
@@ -115,11 +122,16 @@ def chat_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
     return out
 
 
-def sampling(body: BaseModel) -> dict[str, Any]:
+MAX_LOGPROBS = 5  # OpenAI's limit for the legacy completions API
+
+
+def sampling(body: BaseModel, score_only: bool = False) -> dict[str, Any]:
+    """Sampling fields of a request; ``score_only`` allows ``max_tokens: 0`` (echo: score, generate none)."""
     fields = body.model_dump()
     limit = fields.get("max_completion_tokens") or fields.get("max_tokens")
-    if limit is not None and limit < 1:
-        raise ProtocolError("max_tokens must be at least 1", param="max_tokens")
+    if limit is not None and limit < 1 and not (limit == 0 and score_only):
+        hint = " (0 is allowed only with echo=true, to score the prompt)" if limit == 0 else ""
+        raise ProtocolError(f"max_tokens must be at least 1{hint}", param="max_tokens")
     return {
         "temperature": fields.get("temperature"),
         "top_p": fields.get("top_p"),
@@ -149,14 +161,26 @@ def error_event(exc: BaseException) -> bytes:
 
 
 async def stream_response(
-    pieces: AsyncIterator[Any], info: list[CallInfo], obj: str, model: str, include_usage: bool, chat: bool
+    pieces: AsyncIterator[Any],
+    info: list[CallInfo],
+    obj: str,
+    model: str,
+    include_usage: bool,
+    chat: bool,
+    echo: str = "",
+    offset: int | None = None,
 ) -> AsyncIterator[bytes]:
-    """SSE events for a generation; the first event waits for the model (so load errors are HTTP errors)."""
+    """SSE events for a generation; the first event waits for the model (so load errors are HTTP errors).
+
+    Completions only: ``echo`` is sent before the first generated text; ``offset`` (when logprobs were
+    asked for) is the ``text_offset`` of the first scored token."""
     created = int(time.time())
     ident = ""
 
-    def chunk(delta: dict[str, Any] | str, finish: str | None) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": None}
+    def chunk(
+        delta: dict[str, Any] | str, finish: str | None, logprobs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": logprobs}
         if chat:
             choice["delta"] = delta
         else:
@@ -169,8 +193,13 @@ async def stream_response(
                 ident = ("chatcmpl-" if chat else "cmpl-") + info[0].record.id
                 if chat:
                     yield sse(chunk({"role": "assistant", "content": ""}, None))
-            if piece.text:
-                yield sse(chunk({"content": piece.text} if chat else piece.text, None))
+            text, echo = echo + piece.text, ""
+            scored = None
+            if offset is not None and piece.logprobs:
+                scored = logprobs_json(piece.logprobs, offset)
+                offset += sum(len(entry.token) for entry in piece.logprobs)
+            if text or scored:
+                yield sse(chunk({"content": text} if chat else text, None, scored))
             if piece.finish_reason and piece.finish_reason != "cancelled":
                 yield sse(chunk({} if chat else "", piece.finish_reason))
         if include_usage and info:
@@ -208,6 +237,23 @@ async def first_then_rest(pieces: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 async def collect(pieces: AsyncIterator[Any]) -> str:
     return "".join([piece.text async for piece in pieces])
+
+
+async def collect_scored(pieces: AsyncIterator[Any]) -> tuple[str, list[TokenLogprob]]:
+    """The generated text and every logprob entry (prompt tokens first, when they were scored)."""
+    text: list[str] = []
+    scored: list[TokenLogprob] = []
+    async for piece in pieces:
+        text.append(piece.text)
+        scored.extend(piece.logprobs or ())
+    return "".join(text), scored
+
+
+def check_logprobs(value: int | None) -> None:
+    if value is not None and not 0 <= value <= MAX_LOGPROBS:
+        raise ProtocolError(
+            f"logprobs must be an integer from 0 to {MAX_LOGPROBS} (got {value})", param="logprobs"
+        )
 
 
 @router.get("/models")
@@ -294,6 +340,13 @@ async def chat_completions(request: Request, who: Identity = Depends(caller)):
     body: ChatRequest = await parse(request, ChatRequest)
     if body.n != 1:
         raise ProtocolError("n > 1 is not supported; send several requests", param="n")
+    extra = body.model_extra or {}
+    for name in ("logprobs", "top_logprobs"):
+        if extra.get(name):
+            raise ProtocolError(
+                f"{name} is not supported by /v1/chat/completions yet; use /v1/completions with logprobs",
+                param=name,
+            )
     handler = virtual_for(request, body.model)
     if handler is not None:
         return await serve_virtual(handler, who, body)
@@ -349,9 +402,14 @@ async def completions(request: Request, who: Identity = Depends(caller)):
         prompt = prompt[0]
     if body.n != 1:
         raise ProtocolError("n > 1 is not supported; send several requests", param="n")
+    check_logprobs(body.logprobs)
     rt = runtime(request)
     spec = rt.resolve(who, body.model)
-    params = params_for(spec, sampling(body))
+    params = params_for(spec, sampling(body, score_only=body.echo))
+    params.logprobs = body.logprobs
+    params.prompt_logprobs = body.echo and body.logprobs is not None
+    # text_offset counts from the start of the returned text: the prompt under echo, else what follows it
+    offset = None if body.logprobs is None else (0 if body.echo else len(prompt))
     info: list[CallInfo] = []
     pieces = rt.generate(
         who,
@@ -364,11 +422,20 @@ async def completions(request: Request, who: Identity = Depends(caller)):
     if body.stream:
         pieces = await first_then_rest(pieces)
         include = bool((body.stream_options or {}).get("include_usage"))
-        events = stream_response(pieces, info, "text_completion", body.model, include, chat=False)
+        events = stream_response(
+            pieces,
+            info,
+            "text_completion",
+            body.model,
+            include,
+            chat=False,
+            echo=prompt if body.echo else "",
+            offset=offset,
+        )
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    text = await collect(pieces)
+    text, scored = await collect_scored(pieces)
     call = info[0]
     return JSONResponse(
         {
@@ -381,7 +448,7 @@ async def completions(request: Request, who: Identity = Depends(caller)):
                     "index": 0,
                     "text": (prompt + text) if body.echo else text,
                     "finish_reason": call.finish_reason if call.finish_reason != "cancelled" else "stop",
-                    "logprobs": None,
+                    "logprobs": None if offset is None else logprobs_json(scored, offset),
                 }
             ],
             "usage": usage_json(call),

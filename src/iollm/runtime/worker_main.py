@@ -5,6 +5,10 @@ the model runs where the pinned packages are importable while the node's own int
 It serves ``/v1/chat/completions``, ``/v1/completions`` (SSE streams with exact ``include_usage``
 counts), ``/v1/embeddings``, ``/tokenize`` and ``/health`` (which reports the interpreter and whether
 each required package imports), and exits when the node that started it is gone.
+
+Log-probabilities travel in each event's ``choices[0].logprobs`` (OpenAI's completion shape) when the
+body asks for ``logprobs``; ``prompt_logprobs: true`` adds a first, text-less event scoring the prompt
+(the node echoes the prompt text itself).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from .backends.base import (
     Counts,
     GenerationParams,
     Piece,
+    logprobs_from_json,
+    logprobs_json,
 )
 
 _FIELDS = (
@@ -107,10 +113,14 @@ def params_from(body: dict[str, Any]) -> GenerationParams:
     for name in _FIELDS:
         if body.get(name) is not None:
             setattr(params, name, body[name])
-    limit = body.get("max_completion_tokens") or body.get("max_tokens")
-    params.max_tokens = int(limit) if limit is not None and int(limit) > 0 else None
+    limit = body.get("max_completion_tokens")
+    limit = body.get("max_tokens") if limit is None else limit
+    params.max_tokens = int(limit) if limit is not None and int(limit) >= 0 else None  # 0: score only
     stop = body.get("stop")
     params.stop = [stop] if isinstance(stop, str) else list(stop or [])
+    if body.get("logprobs") is not None:
+        params.logprobs = int(body["logprobs"])
+        params.prompt_logprobs = bool(body.get("prompt_logprobs"))
     return params
 
 
@@ -226,12 +236,14 @@ async def _events(run: Any, turn: threading.Lock, model: str, chat: bool) -> Asy
     obj = "chat.completion.chunk" if chat else "text_completion"
     created = int(time.time())
 
-    def chunk(text: str | None, finish: str | None) -> bytes:
+    def chunk(text: str | None, finish: str | None, piece: Piece | None = None) -> bytes:
         choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
         if chat:
             choice["delta"] = {} if text is None else {"content": text}
         else:
             choice["text"] = text or ""
+        if piece is not None and piece.logprobs:
+            choice["logprobs"] = logprobs_json(piece.logprobs)
         return _sse({"id": ident, "object": obj, "created": created, "model": model, "choices": [choice]})
 
     threading.Thread(target=work, name="worker-generate", daemon=True).start()
@@ -257,8 +269,8 @@ async def _events(run: Any, turn: threading.Lock, model: str, chat: bool) -> Asy
                     {"error": {"message": f"{item.__class__.__name__}: {item}", "type": "server_error"}}
                 )
                 break
-            if item.text:
-                yield chunk(item.text, None)
+            if item.text or item.logprobs:
+                yield chunk(item.text, None, item)
             if item.finish_reason and item.finish_reason != "cancelled":
                 yield chunk(None, item.finish_reason)
             item = await queue.get()
@@ -277,7 +289,7 @@ async def _events(run: Any, turn: threading.Lock, model: str, chat: bool) -> Asy
 
 async def _collect(first: bytes, events: AsyncIterator[bytes], chat: bool, model: str) -> dict[str, Any]:
     """A non-streaming answer assembled from the same events."""
-    text, finish, usage = [], "stop", {}
+    text, finish, usage, scored = [], "stop", {}, []
     for raw in [first] + [e async for e in events]:
         payload = raw.decode()[6:].strip()
         if payload == "[DONE]":
@@ -289,8 +301,12 @@ async def _collect(first: bytes, events: AsyncIterator[bytes], chat: bool, model
         for choice in event.get("choices") or []:
             text.append((choice.get("delta") or {}).get("content") or choice.get("text") or "")
             finish = choice.get("finish_reason") or finish
+            if choice.get("logprobs"):
+                scored.extend(logprobs_from_json(choice["logprobs"]))
     body = "".join(text)
     choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
+    if scored:
+        choice["logprobs"] = logprobs_json(scored)
     if chat:
         choice["message"] = {"role": "assistant", "content": body}
     else:

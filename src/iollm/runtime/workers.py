@@ -124,6 +124,8 @@ class WorkerProcess:
 class WorkerBackend(RemoteBackend):
     """The remote backend aimed at a worker; owns the process, restarts it when it has died."""
 
+    forwards_logprobs = True  # the worker runs our own llama.cpp or transformers backend
+
     def __init__(self, worker: WorkerProcess, spec: ModelSpec, venv: VenvInfo, pool: WorkerPool) -> None:
         super().__init__(worker.url + "/v1", "local")
         self.worker = worker
@@ -152,6 +154,8 @@ class WorkerBackend(RemoteBackend):
             presence_penalty=params.presence_penalty,
             frequency_penalty=params.frequency_penalty,
         )
+        if params.logprobs is not None:
+            body.update(logprobs=params.logprobs, prompt_logprobs=params.prompt_logprobs)
         return body
 
     def _guard(self, pieces: Iterator[Piece]) -> Iterator[Piece]:

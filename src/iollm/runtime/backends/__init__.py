@@ -10,6 +10,10 @@ from .base import (
     GenerationParams,
     Piece,
     StopMatcher,
+    TokenLogprob,
+    Unsupported,
+    logprobs_from_json,
+    logprobs_json,
 )
 
 __all__ = [
@@ -22,4 +26,8 @@ __all__ = [
     "GenerationParams",
     "Piece",
     "StopMatcher",
+    "TokenLogprob",
+    "Unsupported",
+    "logprobs_from_json",
+    "logprobs_json",
 ]

@@ -4,12 +4,17 @@ A backend turns a prompt into a stream of ``Piece``s and reports exact token cou
 records are what the mining layer bills: the count must be the tokens the engine really processed.
 Cancellation is cooperative: the backend checks ``cancel`` between tokens, so a client that goes away
 stops the generation within one token.
+
+Log-probabilities (OpenAI's legacy ``logprobs``/``echo``): when ``GenerationParams.logprobs`` is set, a
+backend attaches a ``TokenLogprob`` to its pieces for every generated token, and with
+``prompt_logprobs`` first yields one text-less piece scoring every prompt token. A backend that cannot
+compute them raises ``Unsupported`` (400 naming ``logprobs``) instead of ignoring the request.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -18,6 +23,12 @@ from ...protocol import IollmError, ProtocolError
 
 class ContextTooLong(ProtocolError):
     code = "context_length_exceeded"
+
+
+class Unsupported(ProtocolError):
+    """The engine cannot honour a request parameter (named in ``param``); never silently ignored."""
+
+    code = "unsupported_parameter"
 
 
 class BackendFailure(IollmError):
@@ -47,6 +58,8 @@ class GenerationParams:
     frequency_penalty: float = 0.0
     seed: int | None = None
     stop: list[str] = field(default_factory=list)
+    logprobs: int | None = None  # None: none; k >= 0: each token's logprob and the k most likely
+    prompt_logprobs: bool = False  # with ``logprobs``: score the prompt tokens too (``echo``)
 
     def cache_key(self) -> dict[str, Any]:
         return {
@@ -62,11 +75,53 @@ class GenerationParams:
 
 
 @dataclass
+class TokenLogprob:
+    """One token: its text, its log-probability given the tokens before it, and the most likely tokens
+    at its position (the token itself included). The texts of consecutive tokens concatenate to the
+    text they make (a character split over tokens belongs to the token that completes it)."""
+
+    token: str
+    logprob: float | None  # None for the first prompt token: nothing comes before it
+    top: dict[str, float] | None
+
+
+def logprobs_json(entries: list[TokenLogprob], offset: int = 0) -> dict[str, list[Any]]:
+    """OpenAI's completion ``logprobs`` object; ``text_offset`` counts characters from ``offset``."""
+    offsets = []
+    for entry in entries:
+        offsets.append(offset)
+        offset += len(entry.token)
+    return {
+        "tokens": [e.token for e in entries],
+        "token_logprobs": [e.logprob for e in entries],
+        "top_logprobs": [e.top for e in entries],
+        "text_offset": offsets,
+    }
+
+
+def logprobs_from_json(data: dict[str, Any]) -> list[TokenLogprob]:
+    """The entries of an OpenAI completion ``logprobs`` object (how a worker sends them back)."""
+    return [
+        TokenLogprob(str(token), None if logprob is None else float(logprob), top)
+        for token, logprob, top in zip(
+            data.get("tokens") or [],
+            data.get("token_logprobs") or [],
+            data.get("top_logprobs") or [],
+            strict=True,
+        )
+    ]
+
+
+@dataclass
 class Piece:
-    """A piece of generated text. The last piece of a generation carries ``finish_reason``."""
+    """A piece of generated text. The last piece of a generation carries ``finish_reason``.
+
+    ``logprobs`` (only when asked for) covers the tokens generated since the previous piece; a piece of
+    prompt logprobs comes first and has no text."""
 
     text: str
     finish_reason: str | None = None  # "stop" | "length" | "cancelled"
+    logprobs: list[TokenLogprob] | None = None
 
 
 @dataclass
@@ -103,6 +158,42 @@ class Backend(Protocol):
     def count_tokens(self, text: str) -> int: ...
 
     def close(self) -> None: ...
+
+
+def log_softmax(logits: Any) -> Any:
+    """Row-wise log-softmax of a numpy array, in float64 so that long sums stay exact."""
+    import numpy as np
+
+    values = np.asarray(logits, dtype=np.float64)
+    shifted = values - values.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def top_ids(row: Any, k: int) -> list[int]:
+    """The ids of the ``k`` largest values of a 1-D numpy array, largest first."""
+    import numpy as np
+
+    if k <= 0:
+        return []
+    k = min(k, row.shape[-1])
+    best = np.argpartition(-row, k - 1)[:k]
+    return [int(i) for i in best[np.argsort(-row[best], kind="stable")]]
+
+
+def token_logprob(text: str, token: int, row: Any, k: int, name: Callable[[int], str]) -> TokenLogprob:
+    """The entry for ``token`` from a log-softmax row: its logprob and the ``k`` best (plus itself)."""
+    top = {name(i): float(row[i]) for i in top_ids(row, k)}
+    top.setdefault(name(token), float(row[token]))
+    return TokenLogprob(text, float(row[token]), top)
+
+
+def drain(scored: list[TokenLogprob], top: int | None) -> list[TokenLogprob] | None:
+    """Hand out the entries gathered since the last piece (None when logprobs were not asked for)."""
+    if top is None:
+        return None
+    out = list(scored)
+    scored.clear()
+    return out
 
 
 class StopMatcher:

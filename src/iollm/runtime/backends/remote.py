@@ -3,6 +3,10 @@
 Token counts come from the remote server's own usage report (``stream_options.include_usage`` for
 OpenAI-compatible servers, ``prompt_eval_count``/``eval_count`` for Ollama): only the engine that ran
 the model knows the exact numbers.
+
+Log-probabilities are refused (``Unsupported``): a server elsewhere may ignore the parameter, and a
+score we cannot vouch for is worse than none. Our own worker processes (``workers.WorkerBackend``)
+forward them.
 """
 
 from __future__ import annotations
@@ -14,11 +18,22 @@ from typing import Any
 
 import httpx
 
-from .base import BackendFailure, ChatMessage, ContextTooLong, Counts, Embedding, GenerationParams, Piece
+from .base import (
+    BackendFailure,
+    ChatMessage,
+    ContextTooLong,
+    Counts,
+    Embedding,
+    GenerationParams,
+    Piece,
+    Unsupported,
+    logprobs_from_json,
+)
 
 
 class RemoteBackend:
     name = "remote"
+    forwards_logprobs = False  # only workers this node started are trusted to compute them
 
     def __init__(self, url: str, model: str, api: str = "openai", api_key: str | None = None) -> None:
         self.url = url.rstrip("/")
@@ -58,9 +73,17 @@ class RemoteBackend:
             options["stop"] = params.stop
         return options
 
+    def _check(self, params: GenerationParams) -> None:
+        if params.logprobs is not None and not self.forwards_logprobs:
+            raise Unsupported(
+                f"logprobs are not available for models served by another server ({self.url})",
+                param="logprobs",
+            )
+
     def chat(
         self, messages: list[ChatMessage], params: GenerationParams, counts: Counts, cancel: threading.Event
     ) -> Iterator[Piece]:
+        self._check(params)
         wire = [{"role": m.role, "content": m.content} for m in messages]
         if self.api == "ollama":
             body = {
@@ -80,6 +103,7 @@ class RemoteBackend:
     def complete(
         self, prompt: str, params: GenerationParams, counts: Counts, cancel: threading.Event
     ) -> Iterator[Piece]:
+        self._check(params)
         if self.api == "ollama":
             body = {
                 "model": self.model,
@@ -130,8 +154,14 @@ class RemoteBackend:
                     counts.completion_tokens = event["usage"].get("completion_tokens", 0)
                 for choice in event.get("choices") or []:
                     text = text_of(choice)
-                    if text:
-                        yield Piece(text)
+                    scored = choice.get("logprobs")
+                    entries = (
+                        logprobs_from_json(scored)
+                        if isinstance(scored, dict) and "tokens" in scored
+                        else None
+                    )
+                    if text or entries:
+                        yield Piece(text or "", logprobs=entries)
                     if choice.get("finish_reason"):
                         finish = "length" if choice["finish_reason"] == "length" else "stop"
         except httpx.HTTPError as exc:

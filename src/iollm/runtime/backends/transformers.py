@@ -26,7 +26,13 @@ from .base import (
     GenerationParams,
     Piece,
     StopMatcher,
+    TokenLogprob,
+    drain,
+    token_logprob,
 )
+
+# Prompt positions scored per forward pass: the logits kept are SCORE_CHUNK x n_vocab, not the prompt's.
+SCORE_CHUNK = 64
 
 # Decoding one token reads every weight once, so it is bound by memory bandwidth: bfloat16 (half the
 # bytes) decoded SmolLM2-135M at 18-22 tok/s against 15-16 for float32 on 2 AVX2 cores (all threads),
@@ -162,6 +168,38 @@ class TransformersBackend:
         cache = out.cache if self._cache_arg == "cache" else out.past_key_values
         return out.logits[0, -1, :].float(), cache
 
+    def _score(self, tokens: list[int], top: int) -> tuple[list[TokenLogprob], Any, Any]:
+        """Each prompt token's logprob given those before it (a leading BOS is context only; the first
+        text token has none, as in OpenAI's API), plus the last position's logits and the KV cache."""
+        torch = self._torch
+        first = 1 if tokens and tokens[0] == self.tokenizer.bos_token_id else 0
+        pieces = _IncrementalText(self.tokenizer)
+        texts = [pieces.add(t) for t in tokens[first:]]
+        if texts:
+            texts[-1] += pieces.flush()
+        entries = [TokenLogprob(texts[0], None, None)] if texts else []
+        past, logits = None, None
+        for start in range(0, len(tokens), SCORE_CHUNK):
+            part = tokens[start : start + SCORE_CHUNK]
+            kwargs: dict[str, Any] = {"use_cache": True, self._cache_arg: past}
+            if self._keep_logits:
+                kwargs["logits_to_keep"] = 0  # every position
+            out = self.model(input_ids=torch.tensor([part], dtype=torch.long), **kwargs)
+            past = out.cache if self._cache_arg == "cache" else out.past_key_values
+            logits = out.logits[0].float()
+            rows = torch.log_softmax(logits, dim=-1).double().numpy()
+            for j in range(len(part)):
+                target = start + j + 1  # the position whose token this row predicts
+                if first < target < len(tokens):
+                    entries.append(
+                        token_logprob(texts[target - first], tokens[target], rows[j], top, self._name)
+                    )
+        return entries, logits[-1], past
+
+    def _name(self, token: int) -> str:
+        """A token's own text, as the key of ``top_logprobs``."""
+        return self.tokenizer.decode([token], skip_special_tokens=False, clean_up_tokenization_spaces=False)
+
     def _loop(
         self, tokens: list[int], params: GenerationParams, limit: int, counts: Counts, cancel: threading.Event
     ) -> Iterator[Piece]:
@@ -170,12 +208,21 @@ class TransformersBackend:
         text = _IncrementalText(self.tokenizer)
         history = list(tokens)
         finish = "length"
-        if limit <= 0:
-            yield Piece("", "length")
-            return
+        top = params.logprobs
+        scored: list[TokenLogprob] = []  # generated tokens' entries not yet handed out with a piece
         try:
             with self._torch.inference_mode():
-                logits, past = self._forward(tokens, None)
+                if top is not None and params.prompt_logprobs:
+                    entries, logits, past = self._score(tokens, top)
+                    yield Piece("", logprobs=entries)
+                    if limit <= 0:
+                        yield Piece("", "length", logprobs=[])
+                        return
+                elif limit <= 0:
+                    yield Piece("", "length", logprobs=None if top is None else [])
+                    return
+                else:
+                    logits, past = self._forward(tokens, None)
                 while True:
                     if cancel.is_set():
                         finish = "cancelled"
@@ -186,9 +233,13 @@ class TransformersBackend:
                         break
                     counts.completion_tokens += 1
                     history.append(token)
-                    out, stopped = matcher.feed(text.add(token))
+                    piece = text.add(token)
+                    if top is not None:
+                        row = self._torch.log_softmax(logits, dim=-1).double().numpy()
+                        scored.append(token_logprob(piece, token, row, top, self._name))
+                    out, stopped = matcher.feed(piece)
                     if out:
-                        yield Piece(out)
+                        yield Piece(out, logprobs=drain(scored, top))
                     if stopped:
                         finish = "stop"
                         break
@@ -200,8 +251,8 @@ class TransformersBackend:
         if finish != "stop":
             tail = matcher.flush() + text.flush()
             if tail:
-                yield Piece(tail)
-        yield Piece("", finish)
+                yield Piece(tail, logprobs=drain(scored, top))
+        yield Piece("", finish, logprobs=drain(scored, top))
 
     # -- embeddings ------------------------------------------------------------------------------
 
