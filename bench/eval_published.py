@@ -31,7 +31,7 @@ ROWS: dict[str, tuple[str, str, int | None, tuple[str, ...], float, str]] = {
     "qwen-mbpp": (
         QWEN,
         "mbpp",
-        400,
+        350,
         (),
         52.4,
         "Qwen2.5-Coder report tab. 16, EvalPlus MBPP (378 items), greedy, chat",
