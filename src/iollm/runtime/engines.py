@@ -26,8 +26,14 @@ def make_factory(resolver: Resolver, default_context: int = DEFAULT_CONTEXT, wor
             from .backends.llamacpp import LlamaCppBackend
 
             batch = int(spec.parameters.get("num_batch") or 512)
+            threads = int(spec.parameters.get("num_thread") or 0) or None  # Modelfile's num_thread
             return LlamaCppBackend(
-                location, n_ctx=context, template=spec.template, system=spec.system, n_batch=batch
+                location,
+                n_ctx=context,
+                template=spec.template,
+                system=spec.system,
+                n_batch=batch,
+                n_threads=threads,
             )
         if spec.backend == "transformers":
             from .backends.transformers import TransformersBackend

@@ -65,6 +65,7 @@ class ModelSpec:
         options = json.dumps(
             {
                 "ctx": self.parameters.get("num_ctx"),
+                "threads": self.parameters.get("num_thread"),
                 "t": self.template,
                 "s": self.system,
                 "r": self.requires_key,

@@ -42,6 +42,14 @@ SCORE_CHUNK = 64
 
 
 def _threads() -> int:
+    """CPU threads per engine: ``IOLLM_NUM_THREAD``, else one per core up to 8.
+
+    On a machine that is busy with other work, fewer threads than cores is much faster: llama.cpp's
+    threads wait for each other at every step of the graph, and one that is descheduled stalls all.
+    """
+    configured = os.environ.get("IOLLM_NUM_THREAD", "").strip()
+    if configured:
+        return max(1, int(configured))
     return max(1, min(os.cpu_count() or 1, 8))
 
 
