@@ -246,3 +246,38 @@ def test_transformers_backend_scores_like_a_full_forward_pass(smollm2_safetensor
         assert first.logprob == pytest.approx(float(rows[-1].max()), abs=1e-3)
     finally:
         backend.close()
+
+
+def test_options_sharing_a_context_score_as_if_alone(smollm2_gguf: Path) -> None:
+    """The KV cache of a shared context is reused between prompts; the scores must not change."""
+    import threading
+
+    from iollm.runtime.backends.base import Counts, GenerationParams
+    from iollm.runtime.backends.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend(smollm2_gguf, n_ctx=512)
+
+    def score(prompt: str) -> list[tuple[str, float | None]]:
+        params = GenerationParams(max_tokens=0, temperature=0.0, logprobs=1, prompt_logprobs=True)
+        pieces = list(backend.complete(prompt, params, Counts(), threading.Event()))
+        return [(e.token, e.logprob) for p in pieces for e in (p.logprobs or [])]
+
+    try:
+        context = "Question: Which gas do plants take in from the air to make their food?\nAnswer:"
+        options = [" carbon dioxide", " oxygen", " nitrogen and some water"]
+        shared = [score(context + option) for option in options]
+        alone = []
+        for option in options:
+            score("An unrelated prompt that shares nothing.")
+            alone.append(score(context + option))
+        for a, b in zip(shared, alone, strict=True):
+            assert [t for t, _ in a] == [t for t, _ in b]
+            assert [x for _, x in a] == pytest.approx([x for _, x in b], abs=2e-3)
+        # a generation after a scoring still starts from the right state
+        params = GenerationParams(max_tokens=4, temperature=0.0)
+        after = "".join(p.text for p in backend.complete(context + options[0], params, Counts(), threading.Event()))
+        score("Another unrelated prompt.")
+        fresh = "".join(p.text for p in backend.complete(context + options[0], params, Counts(), threading.Event()))
+        assert after == fresh
+    finally:
+        backend.close()

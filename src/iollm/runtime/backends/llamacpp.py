@@ -95,6 +95,9 @@ class LlamaCppBackend:
         self.system = system
         self._embedder = None
         self._embed_lock = threading.Lock()
+        # The last scored prompt and its entries: the options of a multiple-choice question share their
+        # context, so the next scoring decodes only from where the prompts differ.
+        self._scored: tuple[list[int], int, list[TokenLogprob]] = ([], -1, [])
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -215,14 +218,23 @@ class LlamaCppBackend:
         ctx = llm._ctx.ctx
         first = 1 if tokens and tokens[0] == llm.token_bos() else 0
         texts = self._texts(tokens[first:], prompt)
-        entries = [TokenLogprob(texts[0], None, None)] if texts else []
+        resume = self._reusable(tokens, top)
+        entries = [
+            TokenLogprob(texts[k], e.logprob, e.top)
+            for k, e in enumerate(self._scored[2][: resume + 1 - first])
+        ]
+        if not entries and texts:
+            entries = [TokenLogprob(texts[0], None, None)]
         size = max(1, min(SCORE_CHUNK, llm.n_batch))
-        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
-        llm.n_tokens = 0  # what the KV cache holds, for Llama.generate's prefix reuse
+        # Keep the KV cache of the shared prefix; decode again from its last position (its logits row
+        # scores the first token that differs).
+        llama_cpp.llama_memory_seq_rm(llama_cpp.llama_get_memory(ctx), 0, resume, -1)
+        llm.n_tokens = resume  # what the KV cache holds, for Llama.generate's prefix reuse
         llm._requires_eval = True
+        self._scored = ([], -1, [])
         batch = llama_cpp.llama_batch_init(size, 0, 1)
         try:
-            for start in range(0, len(tokens), size):
+            for start in range(resume, len(tokens), size):
                 part = tokens[start : start + size]
                 batch.n_tokens = len(part)
                 for j, token in enumerate(part):
@@ -252,7 +264,24 @@ class LlamaCppBackend:
         finally:
             llama_cpp.llama_batch_free(batch)
         llm._requires_eval = False
+        self._scored = (list(tokens), top, list(entries))
         return entries
+
+    def _reusable(self, tokens: list[int], top: int) -> int:
+        """Positions at the start of ``tokens`` whose KV cache and entries the last scoring left valid.
+
+        The cache must still hold them (a generation may have moved on) and the last scoring must have
+        scored them with the same ``top``; at least one position is always decoded again, since its
+        logits row scores the next token."""
+        previous, previous_top, _ = self._scored
+        if previous_top != top or not previous:
+            return 0
+        held = self.llm.input_ids[: self.llm.n_tokens]
+        limit = min(len(tokens), len(previous), len(held)) - 1
+        same = 0
+        while same < limit and tokens[same] == previous[same] == held[same]:
+            same += 1
+        return max(0, same - 1)
 
     def _texts(self, tokens: list[int], prompt: str) -> list[str]:
         """Each token's share of the text: a character split over tokens goes to the one completing it."""
