@@ -92,15 +92,20 @@ def _digests(hexes: list[str]) -> list[bytes]:
 
 
 @router.post("/chunks/missing")
-async def chunks_missing(request: Request) -> dict[str, Any]:
+async def chunks_missing(request: Request, who: Identity = Depends(caller), h: Hub = Depends(hub)) -> dict:
+    """Which chunks the caller must upload: those the node lacks, and those it holds that the caller
+    neither sent nor can read in a repository (the two answers look alike: no existence oracle)."""
     body = _json_body(ChunkList, await request.body())
-    store: ChunkStore = request.app.state.store
-    missing = await run_in_threadpool(store.missing, _digests(body.chunks))
+    who.require_user()
+    missing = await run_in_threadpool(h.missing_for, who, _digests(body.chunks))
     return {"missing": [d.hex() for d in missing]}
 
 
-def _store_frames(store: ChunkStore, raw: bytes) -> dict[str, int]:
-    """Parse digest+length frames, verify every chunk, store those that are new; all or nothing."""
+def _store_frames(h: Hub, user: str, raw: bytes) -> dict[str, int]:
+    """Parse digest+length frames, verify every chunk, store those that are new; all or nothing.
+    The caller is recorded as holding every chunk it sent (before the store write, so a node killed
+    in between never stores chunks their sender has no right to). The answer is the same whether a
+    chunk was new or not: an upload tells nothing about what others stored."""
     view = memoryview(raw)
     frames: list[tuple[bytes, memoryview]] = []
     position = 0
@@ -118,13 +123,14 @@ def _store_frames(store: ChunkStore, raw: bytes) -> dict[str, int]:
             )
         frames.append((digest, data))
         position += length
-    stored = store.put_many(frames, verify=False)  # verified above, before anything was stored
-    return {"received": len(frames), "stored": stored}
+    h.record_uploads(user, [d for d, _ in frames])
+    h.store.put_many(frames, verify=False)  # verified above, before anything was stored
+    return {"received": len(frames), "stored": len(frames)}
 
 
 @router.post("/chunks")
-async def chunks_upload(request: Request, who: Identity = Depends(caller)) -> dict[str, int]:
-    who.require_user()
+async def chunks_upload(request: Request, who: Identity = Depends(caller), h: Hub = Depends(hub)) -> dict:
+    user = who.require_user()
     if who.scope != "write":
         raise ProtocolError("uploading chunks needs a write token")
     declared = int(request.headers.get("content-length") or 0)
@@ -135,7 +141,7 @@ async def chunks_upload(request: Request, who: Identity = Depends(caller)) -> di
         raw += piece
         if len(raw) > MAX_UPLOAD_BYTES:
             raise PayloadTooLarge(f"upload exceeds {MAX_UPLOAD_BYTES} bytes; send smaller batches")
-    return await run_in_threadpool(_store_frames, request.app.state.store, bytes(raw))
+    return await run_in_threadpool(_store_frames, h, user, bytes(raw))
 
 
 def stream_chunks(store: ChunkStore, digests: list[bytes], block: int = 4 << 20) -> Iterator[bytes]:
@@ -163,18 +169,21 @@ def stop_on_damage(pieces: Iterator[bytes], what: str) -> Iterator[bytes]:
 
 
 @router.post("/chunks/fetch")
-async def chunks_fetch(request: Request) -> StreamingResponse:
+async def chunks_fetch(
+    request: Request, who: Identity = Depends(caller), h: Hub = Depends(hub)
+) -> StreamingResponse:
+    """Chunk bytes, only of repositories the caller can read (anonymous: public ones, which mirrors
+    and anonymous pulls need). A chunk outside them is answered like one the node lacks."""
     body = _json_body(ChunkList, await request.body())
-    store: ChunkStore = request.app.state.store
     digests = _digests(body.chunks)
-    missing = await run_in_threadpool(store.missing, digests)
-    if missing:
+    refused = await run_in_threadpool(h.unreadable_for, who, digests)
+    if refused:
         raise MissingChunks(
-            f"{len(missing)} requested chunk(s) are not on this node",
-            missing=[d.hex() for d in missing[:100]],
+            f"{len(refused)} requested chunk(s) are not on this node or in no repository your token can read",
+            missing=[d.hex() for d in refused[:100]],
         )
     return StreamingResponse(
-        stop_on_damage(stream_chunks(store, digests), f"{len(digests)} chunks"),
+        stop_on_damage(stream_chunks(h.store, digests), f"{len(digests)} chunks"),
         media_type="application/octet-stream",
     )
 

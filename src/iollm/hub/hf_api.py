@@ -34,6 +34,7 @@ from ..protocol import (
     RepoNotFound,
     check_path,
 )
+from ..store import MappedFile
 from ..store.reader import ChunkedFile
 from .accounts import Identity
 from .api import stop_on_damage
@@ -439,8 +440,9 @@ async def _lfs_batch(request: Request, repo_type: str, repo_id: str, who: Identi
         if len(oid) != 64 or size < 0:
             objects.append({"oid": oid, "size": size, "error": {"code": 422, "message": "bad oid or size"}})
             continue
-        known = await run_in_threadpool(h.blob_chunks, oid)
-        if known is not None and known[0] == size:
+        # "Already there" only for content this caller could commit anyway; anything else must be
+        # uploaded (and hashed by the node), so the answer reveals nothing about others' content.
+        if await run_in_threadpool(h.content_for, who, oid, size) is not None:
             objects.append({"oid": oid, "size": size})
             continue
         query = urllib.parse.urlencode(
@@ -469,13 +471,14 @@ async def _lfs_batch(request: Request, repo_type: str, repo_id: str, who: Identi
     return JSONResponse({"transfer": "basic", "objects": objects}, media_type="application/vnd.git-lfs+json")
 
 
-def _ingest_upload(h: Hub, home_tmp: Path, oid: str, size: int, source: Path) -> None:
-    digest, _ = h.store.ingest_file(source)
+def _ingest_upload(h: Hub, user: str, oid: str, size: int, source: Path) -> None:
+    """Hash and store an LFS upload; only bytes that hash to the announced oid count as that oid."""
+    with MappedFile(source) as mapped:
+        digest = h.ingest(user, mapped.view)
     if digest.size != size or digest.sha256 != oid:
         raise IntegrityError(
             f"uploaded bytes hash to {digest.sha256} ({digest.size} bytes), expected {oid} ({size})"
         )
-    h.remember_blob(oid, size, [(c.digest.hex(), c.length) for c in digest.chunks])
 
 
 @router.put("/api/lfs/upload/{oid}")
@@ -500,7 +503,7 @@ async def hf_lfs_upload(request: Request, oid: str, h: Hub = Depends(hub)) -> Re
                 raise IntegrityError(f"upload is larger than the announced {size} bytes")
             await run_in_threadpool(handle.write, piece)
         handle.close()
-        await run_in_threadpool(_ingest_upload, h, tmp_dir, oid, size, Path(handle.name))
+        await run_in_threadpool(_ingest_upload, h, params["user"], oid, size, Path(handle.name))
     finally:
         handle.close()
         os.unlink(handle.name)
@@ -538,19 +541,19 @@ async def hf_commit(
                     data = base64.b64decode(value.get("content", ""), validate=True)
                 except binascii.Error as exc:
                     raise ProtocolError(f"{path}: content is not valid base64") from exc
-                digest, _ = h.store.ingest_bytes(data)
+                digest = h.ingest(who.name, data)
                 files[path] = FileEntry(
                     path=path,
                     size=digest.size,
                     sha256=digest.sha256,
                     chunks=[(c.digest.hex(), c.length) for c in digest.chunks],
                 )
-                h.remember_blob(digest.sha256, digest.size, files[path].chunks)
             elif key == "lfsFile":
                 path = check_path(str(value.get("path", "")))
                 oid = str(value.get("oid", ""))
-                known = h.blob_chunks(oid)
-                if known is None:
+                size = value.get("size")
+                known = h.content_for(who, oid, size if isinstance(size, int) else None)
+                if known is None:  # also when it exists but is not this caller's to name
                     raise ProtocolError(
                         f"{path}: LFS object {oid} was never uploaded; upload it before committing"
                     )

@@ -785,6 +785,7 @@ def import_archive(
         digests = verify_blobs(archive, blobs, files, progress)
         plans = plan_refs(hub, entries, archived)
         bytes_new = store_files(hub.store, archive, blobs, digests)
+        hub.record_contents(digests.values())  # hashed above from the archive's bytes: no second pass
         fresh = _import_commits(hub, archived)
         for plan in plans:
             e = plan.entry

@@ -84,13 +84,41 @@ refs = Table(
     Column("updated_at", String(32), nullable=False),
 )
 
-# Every file body the node has seen, by SHA-256: lets Hugging Face LFS uploads be committed by oid
-# and lets a second upload of the same bytes be skipped.
-blobs = Table(
-    "hub_blobs",
+# File bodies by SHA-256, written only after the node hashed the bytes itself (an upload it received,
+# a file it chunked, or a manifest entry it re-read from its chunks): never from a client's claim.
+# Hugging Face LFS commits name content by this SHA-256, and a commit whose entry matches a row here
+# needs no second hashing pass. (Nodes before this table kept ``hub_blobs``, filled from claims: unused.)
+contents = Table(
+    "hub_contents",
     metadata,
     Column("sha256", String(64), primary_key=True),
     Column("size", BigInteger, nullable=False),
     Column("chunks", LargeBinary, nullable=False),  # 36-byte records: blake3 digest + u32 length
     Column("created_at", String(32), nullable=False),
+)
+
+# Which chunks each repository's commits reference: a chunk may be read (fetched, or named in a new
+# commit) by whoever can read one of these repositories.
+repo_chunks = Table(
+    "hub_repo_chunks",
+    metadata,
+    Column("digest", LargeBinary(32), primary_key=True),
+    Column("repo_id", Integer, ForeignKey("hub_repos.id"), primary_key=True),
+)
+
+# Chunks a user has proven to hold by sending their bytes (any upload route). Together with
+# ``repo_chunks`` this is all a user may name in a commit or learn the existence of.
+chunk_uploads = Table(
+    "hub_chunk_uploads",
+    metadata,
+    Column("user_name", String(96), primary_key=True),
+    Column("digest", LargeBinary(32), primary_key=True),
+)
+
+# Small facts about this database's hub schema (one-time migrations that ran).
+hub_meta = Table(
+    "hub_meta",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
 )

@@ -39,6 +39,7 @@ class NodeClient:
             timeout=httpx.Timeout(timeout, connect=10.0),
             limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
         )
+        self._anonymous_fetch = False  # this node rejected the token for chunk fetches
 
     def close(self) -> None:
         self.http.close()
@@ -153,16 +154,27 @@ class NodeClient:
         ).json()
 
     def open_chunk_stream(self, digests: list[bytes]) -> httpx.Response:
-        """Start streaming chunk bytes, in the order asked; the caller must close the response."""
-        try:
-            request = self.http.build_request(
-                "POST", "/api/chunks/fetch", json={"protocol": PROTOCOL, "chunks": [d.hex() for d in digests]}
-            )
-            response = self.http.send(request, stream=True)
-        except httpx.TransportError as exc:
-            raise Unavailable(f"cannot reach {self.endpoint}: {exc.__class__.__name__}") from exc
+        """Start streaming chunk bytes, in the order asked; the caller must close the response.
+
+        A peer that does not know this client's token (another node, given with ``--peer``) answers
+        401: the fetch is then asked again anonymously, which serves public repositories' chunks."""
+        body = {"protocol": PROTOCOL, "chunks": [d.hex() for d in digests]}
+        response = self._send_fetch(body, anonymous=self._anonymous_fetch)
+        if response.status_code == 401 and not self._anonymous_fetch and "Authorization" in self.http.headers:
+            response.close()
+            self._anonymous_fetch = True
+            response = self._send_fetch(body, anonymous=True)
         if not response.is_success:
             response.read()
             response.close()
             self._raise(response)
         return response
+
+    def _send_fetch(self, body: dict[str, Any], anonymous: bool) -> httpx.Response:
+        try:
+            request = self.http.build_request("POST", "/api/chunks/fetch", json=body)
+            if anonymous:
+                del request.headers["Authorization"]
+            return self.http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            raise Unavailable(f"cannot reach {self.endpoint}: {exc.__class__.__name__}") from exc

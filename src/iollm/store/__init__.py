@@ -11,7 +11,7 @@ from .chunking import (
     digest_file,
     iter_file_chunks,
 )
-from .chunkstore import ChunkStore, VerifyReport
+from .chunkstore import ChunkStore, VerifyReport, forget_ingested, ingested_here
 from .errors import ChunkCorrupt, ChunkMissing, StoreError
 
 __all__ = [
@@ -28,5 +28,7 @@ __all__ = [
     "cut",
     "digest_buffer",
     "digest_file",
+    "forget_ingested",
+    "ingested_here",
     "iter_file_chunks",
 ]

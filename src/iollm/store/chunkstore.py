@@ -12,12 +12,15 @@ the committed length, which the next open truncates away: nothing half-written i
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +30,26 @@ from .errors import ChunkCorrupt, ChunkMissing
 
 PACK_MAX = 64 * 1024 * 1024
 SPAN_MAX = 8 * 1024 * 1024  # largest single read when serving consecutive chunks
+HASH_BLOCK = 4 * 1024 * 1024  # SHA-256 of a stored file is computed on blocks this large
 _SQL_BATCH = 900
+_INGESTED_KEEP = 256
+
+# Files this context (one request handler, one job) chunked and stored itself, newest last. The hub
+# treats them as content the committer holds and whose SHA-256 the node computed: in-process code
+# (publishing a path, writing an Envfile, batch outputs) commits what it just ingested without a
+# second hashing pass or an upload record. A context variable, so nothing leaks between requests:
+# each request and each thread-pool call runs in its own copy.
+_ingested: ContextVar[tuple[FileDigest, ...]] = ContextVar("iollm_ingested", default=())
+
+
+def ingested_here() -> tuple[FileDigest, ...]:
+    """The files ingested in this context since it last committed (at most the last 256)."""
+    return _ingested.get()
+
+
+def forget_ingested() -> None:
+    _ingested.set(())
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS chunks (
@@ -325,6 +347,7 @@ class ChunkStore:
     def ingest_bytes(self, data: bytes | memoryview, progress=None) -> tuple[FileDigest, int]:
         with self.writer() as writer:
             digest = digest_buffer(data, on_chunk=writer.add, progress=progress)
+        _ingested.set((*_ingested.get()[-(_INGESTED_KEEP - 1) :], digest))
         return digest, writer.new_bytes
 
     # -- reading --------------------------------------------------------------------------------
@@ -395,6 +418,37 @@ class ChunkStore:
 
     def read(self, digest: bytes, verify: bool = True) -> bytes:
         return bytes(next(self.read_many([digest], verify=verify)))
+
+    def file_sha256(self, chunks: list[tuple[bytes, int]]) -> str | None:
+        """SHA-256 of the file these chunks make, read back from the store in one streaming pass (each
+        chunk re-checked against its BLAKE3 name); None when a chunk's length is not the one given.
+
+        Reading and decoding the next block overlaps with hashing the previous one on a second thread
+        (hashlib releases the GIL), so this costs about one SHA-256 pass over the file."""
+        sha = hashlib.sha256()
+        lengths = iter([n for _, n in chunks])
+        pending: list[bytes | memoryview] = []
+        size = 0
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as pool:
+            running: Future | None = None
+            for data in self.read_many([d for d, _ in chunks], verify=True):
+                if len(data) != next(lengths):
+                    if running is not None:
+                        running.result()
+                    return None
+                pending.append(data)
+                size += len(data)
+                if size >= HASH_BLOCK:
+                    block = b"".join(pending)
+                    if running is not None:
+                        running.result()
+                    running = pool.submit(sha.update, block)
+                    pending, size = [], 0
+            if running is not None:
+                running.result()
+        for data in pending:
+            sha.update(data)
+        return sha.hexdigest()
 
     def stats(self) -> dict[str, int]:
         chunks, raw, stored = (
