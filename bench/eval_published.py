@@ -63,11 +63,11 @@ ROWS: dict[str, tuple[str, str, int | None, tuple[str, ...], float, str]] = {
     "smol-piqa": (SMOL, "piqa", 400, (), 66.3, "SmolLM2-135M-Instruct card: PIQA 0-shot lighteval acc_norm"),
     "smol-mmlu": (
         SMOL,
-        "mmlu",
+        "mmlu-cloze",
         400,
         (),
         29.3,
-        "SmolLM2-135M-Instruct card: MMLU (cloze) 0-shot; ours scores letters",
+        "SmolLM2-135M-Instruct card: MMLU (cloze) 0-shot lighteval acc_norm",
     ),
     "gemma-piqa": (GEMMA, "piqa", 400, (), 67.7, "Gemma 3 270M card: PIQA 0-shot"),
     "gemma-boolq": (GEMMA, "boolq", 400, (), 61.4, "Gemma 3 270M card: BoolQ 0-shot"),

@@ -321,7 +321,13 @@ def test_eval_of_a_published_path(served, tmp_path: Path) -> None:
         "schema": "iollm.workflow/1",
         "name": "answer",
         "nodes": [
-            {"id": "solve", "kind": "model", "model": MODEL, "prompt": "{{input}}", "params": {"max_tokens": 16}},
+            {
+                "id": "solve",
+                "kind": "model",
+                "model": MODEL,
+                "prompt": "{{input}}",
+                "params": {"max_tokens": 16},
+            },
             {"id": "out", "kind": "output"},
         ],
         "edges": [{"from": "solve", "to": "out"}],

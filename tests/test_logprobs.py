@@ -275,9 +275,13 @@ def test_options_sharing_a_context_score_as_if_alone(smollm2_gguf: Path) -> None
             assert [x for _, x in a] == pytest.approx([x for _, x in b], abs=2e-3)
         # a generation after a scoring still starts from the right state
         params = GenerationParams(max_tokens=4, temperature=0.0)
-        after = "".join(p.text for p in backend.complete(context + options[0], params, Counts(), threading.Event()))
+        after = "".join(
+            p.text for p in backend.complete(context + options[0], params, Counts(), threading.Event())
+        )
         score("Another unrelated prompt.")
-        fresh = "".join(p.text for p in backend.complete(context + options[0], params, Counts(), threading.Event()))
+        fresh = "".join(
+            p.text for p in backend.complete(context + options[0], params, Counts(), threading.Event())
+        )
         assert after == fresh
     finally:
         backend.close()

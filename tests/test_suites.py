@@ -26,6 +26,7 @@ EXPECTED = {
     "math/prealgebra": ("math", 871),
     "math/precalculus": ("math", 546),
     "mmlu": ("choice", 14_042),
+    "mmlu-cloze": ("choice", 14_042),
     "arc-challenge": ("choice", 1172),
     "arc-easy": ("choice", 2376),
     "hellaswag": ("choice", 10_042),
@@ -67,8 +68,8 @@ def test_builtin_suite_loads(name: str) -> None:
         assert size == 164 and suite.tasks[0].id == "HumanEval/0"
         assert all("entry_point" in t.meta and t.meta["prompt"] == t.input for t in suite)
         assert all(t.target.rstrip().endswith(f"check({t.meta['entry_point']})") for t in suite)
-    elif name == "mmlu":
-        assert suite.tasks[0].id == "mmlu/abstract_algebra/test/0"
+    elif name in ("mmlu", "mmlu-cloze"):
+        assert suite.tasks[0].id == f"{name}/abstract_algebra/test/0"
     elif name == "mbpp":
         assert suite.tasks[0].id == "mbpp/11"
     else:
@@ -140,6 +141,11 @@ def test_mmlu_subjects_and_their_dev_exemplars() -> None:
     assert [c for _, c in task.meta["requests"]] == [" A", " B", " C", " D"]
     with pytest.raises(SuiteError, match="no MMLU subject 'astrology'"):
         load_suite("mmlu/astrology")
+    cloze = load_suite("mmlu-cloze/abstract_algebra").tasks[0]
+    assert cloze.meta["requests"][0] == [
+        f"The following are questions about abstract algebra.\nQuestion: {cloze.input.split(chr(10) * 2)[0]}\nAnswer:",
+        " " + cloze.choices[0],
+    ]
 
 
 def test_math_checker_reads_boxed_latex() -> None:

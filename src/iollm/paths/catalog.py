@@ -129,25 +129,41 @@ def mmlu_prompt(doc: dict[str, Any]) -> str:
     return f"{doc['question'].strip()}\n{listed}\nAnswer:"
 
 
-def _mmlu_tasks(name: str, rows: Rows) -> tuple[list[Task], list[Task]]:
-    """Test items are the tasks; the dev split (5 per subject) holds the few-shot exemplars."""
-    tasks, exemplars = [], []
-    seen: dict[tuple[str, str], int] = {}
-    for row in rows:
-        doc = row["doc"]
-        subject, split = str(doc["subject"]), str(doc["split"])
-        if split not in ("test", "dev"):
-            continue
-        index = seen[subject, split] = seen.get((subject, split), -1) + 1
-        prompt = mmlu_prompt(doc)
-        requests = [[prompt, f" {_LETTERS[i]}"] for i in range(len(doc["choices"]))]
-        choices = [str(c) for c in doc["choices"]]
-        task = choice_task(
-            f"{name}/{subject}/{split}/{index}", doc["question"].strip(), choices, int(doc["answer"]), requests,
-            subject=subject, split=split,
-        )  # fmt: skip
-        (tasks if split == "test" else exemplars).append(task)
-    return tasks, exemplars
+def _mmlu_letter_requests(doc: dict[str, Any]) -> tuple[list[list[str]], str]:
+    """The harness's MMLU: the lettered prompt, options scored as `` A``..`` D``, a subject header."""
+    prompt = mmlu_prompt(doc)
+    header = f"The following are multiple choice questions (with answers) about {doc['subject'].replace('_', ' ')}.\n\n"
+    return [[prompt, f" {_LETTERS[i]}"] for i in range(len(doc["choices"]))], header
+
+
+def _mmlu_cloze_requests(doc: dict[str, Any]) -> tuple[list[list[str]], str]:
+    """MMLU's cloze form (lighteval, SmolLM2's card): the question alone, each option's text scored."""
+    subject = doc["subject"].replace("_", " ")
+    context = f"The following are questions about {subject}.\nQuestion: {doc['question'].strip()}\nAnswer:"
+    return [[context, f" {c}"] for c in doc["choices"]], ""
+
+
+def _mmlu_builder(requests_of: Callable[[dict[str, Any]], tuple[list[list[str]], str]]):
+    def build(name: str, rows: Rows) -> tuple[list[Task], list[Task]]:
+        """Test items are the tasks; the dev split (5 per subject) holds the few-shot exemplars."""
+        tasks, exemplars = [], []
+        seen: dict[tuple[str, str], int] = {}
+        for row in rows:
+            doc = row["doc"]
+            subject, split = str(doc["subject"]), str(doc["split"])
+            if split not in ("test", "dev"):
+                continue
+            index = seen[subject, split] = seen.get((subject, split), -1) + 1
+            requests, header = requests_of(doc)
+            choices = [str(c) for c in doc["choices"]]
+            task = choice_task(
+                f"{name}/{subject}/{split}/{index}", doc["question"].strip(), choices, int(doc["answer"]),
+                requests, subject=subject, split=split, header=header,
+            )  # fmt: skip
+            (tasks if split == "test" else exemplars).append(task)
+        return tasks, exemplars
+
+    return build
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -313,7 +329,8 @@ BUILTIN_SUITES: dict[str, BuiltinSuite] = {
         BuiltinSuite("gsm8k", "GSM8K test: grade-school math word problems (1,319)", "numeric", "gsm8k", _gsm8k_tasks),
         BuiltinSuite("math500", "MATH-500: competition math, final answer in \\boxed{}", "math", "math500", _math_tasks),
         *(_math_subject(subject) for subject in _SUBJECTS),
-        BuiltinSuite("mmlu", "MMLU test: 57 subjects, 4 options (mmlu/<subject> for one)", "choice", "mmlu", _mmlu_tasks),
+        BuiltinSuite("mmlu", "MMLU test: 57 subjects, 4 options (mmlu/<subject> for one)", "choice", "mmlu", _mmlu_builder(_mmlu_letter_requests)),
+        BuiltinSuite("mmlu-cloze", "MMLU test, cloze form: each option's text is scored (mmlu-cloze/<subject>)", "choice", "mmlu", _mmlu_builder(_mmlu_cloze_requests)),
         _mc("arc-challenge", "arc-challenge", "ARC-Challenge test: grade-school science, hard set"),
         _mc("arc-easy", "arc-easy", "ARC-Easy test: grade-school science"),
         _mc("hellaswag", "hellaswag", "HellaSwag validation: pick the sensible continuation"),
@@ -357,16 +374,18 @@ def _load_builtin(spec: BuiltinSuite) -> Suite:
     return Suite(spec.name, spec.description, list(tasks), str(spec.data_path()), list(exemplars))
 
 
-def _mmlu_subject(subject: str) -> Suite:
+def _mmlu_subject(family: str, subject: str) -> Suite:
     from iollm import assets
 
     if subject not in assets.MMLU_SUBJECTS:
         raise SuiteError(f"no MMLU subject {subject!r}; subjects: {', '.join(assets.MMLU_SUBJECTS)}")
-    full = _load_builtin(BUILTIN_SUITES["mmlu"])
+    full = _load_builtin(BUILTIN_SUITES[family])
     tasks = [t for t in full.tasks if t.meta["subject"] == subject]
     exemplars = [t for t in full.exemplars if t.meta["subject"] == subject]
     label = subject.replace("_", " ")
-    return Suite(f"mmlu/{subject}", f"MMLU test, {label}", tasks, full.source, exemplars)
+    return Suite(
+        f"{family}/{subject}", f"{full.description.split(':')[0]}, {label}", tasks, full.source, exemplars
+    )
 
 
 def load_suite(name_or_path: str | Path) -> Suite:
@@ -375,8 +394,9 @@ def load_suite(name_or_path: str | Path) -> Suite:
     spec = BUILTIN_SUITES.get(key)
     if spec is not None:
         return _load_builtin(spec)
-    if key.startswith("mmlu/"):
-        return _mmlu_subject(key.removeprefix("mmlu/"))
+    family, _, subject = key.partition("/")
+    if family in ("mmlu", "mmlu-cloze") and subject:
+        return _mmlu_subject(family, subject)
     path = Path(key).expanduser()
     if path.is_file():
         return read_jsonl(path)

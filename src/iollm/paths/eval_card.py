@@ -20,6 +20,7 @@ _DATASET_NAMES = {
     "gsm8k": "GSM8K",
     "math500": "MATH-500",
     "mmlu": "MMLU",
+    "mmlu-cloze": "MMLU",
     "arc-challenge": "ARC-Challenge",
     "arc-easy": "ARC-Easy",
     "hellaswag": "HellaSwag",

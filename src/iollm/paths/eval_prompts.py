@@ -88,9 +88,7 @@ def build_loglikelihood(suite: Suite, task: Task, shots: int) -> list[Loglikelih
     if not requests:
         raise ValueError(f"{suite.name}: task {task.id} is not multiple choice; use --protocol generate")
     demos = "".join(_solved_context(e) + "\n\n" for e in fewshot_for(suite, task, shots))
-    header = ""
-    if task.meta.get("subject") is not None:  # the harness's MMLU description line
-        header = f"The following are multiple choice questions (with answers) about {task.meta['subject'].replace('_', ' ')}.\n\n"
+    header = str(task.meta.get("header") or "")  # e.g. the harness's MMLU description line
     return [
         LoglikelihoodRequest(header + demos + context, continuation) for context, continuation in requests
     ]
