@@ -141,6 +141,23 @@ def test_run_eval_scores_fixed_outputs_with_an_interval_and_caches_them(tmp_path
     assert other_revision.cached == 0 and transport.calls == 20, "a new model revision is scored anew"
 
 
+def test_cached_answers_are_scored_again_with_todays_checker(tmp_path: Path) -> None:
+    from iollm.paths.eval_run import ItemResult, suite_fingerprint
+
+    task = Task("toy/0", "What is 2 plus 2?", "4", "numeric")
+    suite = Suite("toy", "toy", [task], "memory")
+    config = EvalConfig(model="m", suite="toy", revision="r1")
+    cache = ResultCache(tmp_path / "results.sqlite")
+    # a verdict an older, buggier checker left behind, with the answer it was given
+    cache.put(
+        config.cache_key(suite_fingerprint(suite)),
+        ItemResult("toy/0", False, "", "old", output="The answer is 4."),
+    )
+    transport = FixedAnswers({})
+    report = run_eval(transport, config, suite, cache)
+    assert (report.score, report.cached, transport.calls) == (1.0, 1, 0)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Model card
 

@@ -2,8 +2,9 @@
 
 Because every call goes through ``/v1``, whatever the node serves can be evaluated the same way: a hub
 model, an environment, a published path (``path/NAME``). Each item's result is cached under a key made
-of the model's revision, the suite's data, the protocol and its settings, so a rerun costs nothing and
-an interrupted run resumes where it stopped. The score comes with a 95 % Wilson interval.
+of the model's revision, the suite's data, the protocol and its settings, so a rerun costs no model call and
+an interrupted run resumes where it stopped. The cache keeps what the model said (its answer, or each
+option's log-probability), not only the verdict: a rerun scores it again with today's checkers. The score comes with a 95 % Wilson interval.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ class ItemResult:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     passed_norm: bool | None = None  # loglikelihood only: per-byte normalised choice
+    output: str | None = None  # generate: the text the checker read (kept so a better checker rescores it)
+    logprobs: list[float] | None = None  # loglikelihood: each option's summed log-probability
 
 
 @dataclass
@@ -198,10 +201,16 @@ def _score_loglikelihood(client: Transport, config: EvalConfig, suite: Suite, ta
         total, _ = continuation_logprob(reply["choices"][0]["logprobs"], len(request.context))
         sums.append(total)
         prompt_tokens += int((reply.get("usage") or {}).get("prompt_tokens") or 0)
-    best, best_norm = choose_option(sums, [r.continuation for r in requests])
+    return _ll_result(task, sums, [r.continuation for r in requests], prompt_tokens)
+
+
+def _ll_result(task: Task, sums: list[float], continuations: list[str], prompt_tokens: int) -> ItemResult:
+    best, best_norm = choose_option(sums, continuations)
     gold = int(task.meta["gold"])
     detail = "logprobs " + ", ".join(f"{s:.3f}" for s in sums)
-    return ItemResult(task.id, best == gold, task.choices[best], detail, prompt_tokens, 0, best_norm == gold)
+    return ItemResult(
+        task.id, best == gold, task.choices[best], detail, prompt_tokens, 0, best_norm == gold, logprobs=sums
+    )
 
 
 def _score_generate(
@@ -217,15 +226,26 @@ def _score_generate(
         reply = client.post_json("/v1/completions", body)
         text = reply["choices"][0]["text"]
     usage = reply.get("usage") or {}
-    result = check(task, request.prefix + text, sandbox)
+    tokens = (int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+    return _generated_result(task, request.prefix + text, tokens, sandbox)
+
+
+def _generated_result(task: Task, output: str, tokens: tuple[int, int], sandbox: Sandbox) -> ItemResult:
+    result = check(task, output, sandbox)
     return ItemResult(
-        task.id,
-        result.passed,
-        result.extracted[:500],
-        result.detail[:300],
-        int(usage.get("prompt_tokens") or 0),
-        int(usage.get("completion_tokens") or 0),
+        task.id, result.passed, result.extracted[:500], result.detail[:300], *tokens, output=output
     )
+
+
+def rescore(item: ItemResult, task: Task, suite: Suite, config: EvalConfig, sandbox: Sandbox) -> ItemResult:
+    """A cached item scored again from what the model said, with today's checkers: a fixed checker or
+    extraction never leaves stale scores in the cache. Items cached without their output are kept."""
+    if item.output is not None:
+        return _generated_result(task, item.output, (item.prompt_tokens, item.completion_tokens), sandbox)
+    if item.logprobs is not None:
+        continuations = [r.continuation for r in build_loglikelihood(suite, task, config.shots)]
+        return _ll_result(task, item.logprobs, continuations, item.prompt_tokens)
+    return item
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -250,35 +270,31 @@ def run_eval(
     started = time.monotonic()
     results: dict[str, ItemResult] = {}
     cached = 0
-    todo = []
-    for task in tasks:
-        hit = cache.get(key, task.id) if cache else None
-        if hit is not None:
-            results[task.id] = hit
-            cached += 1
-        else:
-            todo.append(task)
-    done = len(results)
+    done = 0
     if progress:
         progress(done, len(tasks))
     lock = threading.Lock()
 
     def score(task: Task) -> None:
-        nonlocal done
-        if config.protocol == "loglikelihood":
+        nonlocal done, cached
+        hit = cache.get(key, task.id) if cache else None
+        if hit is not None:
+            result = rescore(hit, task, suite, config, sandbox)
+        elif config.protocol == "loglikelihood":
             result = _score_loglikelihood(client, config, suite, task)
         else:
             result = _score_generate(client, config, suite, task, sandbox)
-        if cache:
+        if cache and hit is None:
             cache.put(key, result)
         with lock:
             results[task.id] = result
+            cached += hit is not None
             done += 1
             if progress:
                 progress(done, len(tasks))
 
     with ThreadPoolExecutor(max_workers=max(1, config.concurrency)) as pool:
-        for future in [pool.submit(score, task) for task in todo]:
+        for future in [pool.submit(score, task) for task in tasks]:
             future.result()
     ordered = [results[t.id] for t in tasks]
     passed = sum(r.passed for r in ordered)
