@@ -23,6 +23,8 @@ from .path_cmds import path_errors
 
 app = typer.Typer()
 
+ANSWER_TIMEOUT_S = 1800.0
+
 # lm-evaluation-harness's default shots where the published setups use few-shot prompts.
 DEFAULT_SHOTS = {"gsm8k": 5, "math500": 4}
 
@@ -128,7 +130,8 @@ def eval_command(
         chosen = protocol or ("loglikelihood" if multiple_choice else "generate")
         if chosen == "loglikelihood" and not multiple_choice:
             raise ProtocolError(f"{task} is not multiple choice: use --protocol generate")
-        with ctx.client() as client:
+        # One answer can take minutes on a small CPU (and waits behind the other request in flight).
+        with NodeClient(ctx.endpoint, ctx.token, timeout=ANSWER_TIMEOUT_S) as client:
             commit, revision, model_card = _revision_and_card(client, model)
             config = EvalConfig(
                 model=model,
