@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,15 @@ import httpx
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IOLLM = [sys.executable, "-m", "iollm"]
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Put a big packaged file into a folder to push without copying it where a hard link works (push
+    refuses symbolic links that point out of the pushed folder)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
 
 
 def free_port() -> int:

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from iollm.protocol import push
-from nodes import Node
+from nodes import Node, link_or_copy
 
 
 def sha(path: Path) -> str:
@@ -61,7 +61,7 @@ def origin(node_factory) -> Node:
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory, smollm2_gguf: Path) -> Path:
     folder = tmp_path_factory.mktemp("model")
-    (folder / "model.gguf").symlink_to(smollm2_gguf)
+    link_or_copy(smollm2_gguf, folder / "model.gguf")  # push refuses symlinks out of the folder
     (folder / "config.json").write_text('{"model_type": "llama"}')
     (folder / "sub").mkdir()
     (folder / "sub" / "notes.txt").write_text("same bytes twice\n")

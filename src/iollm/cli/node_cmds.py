@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from ..node.config import DEFAULT_PORT, NodeConfig, default_home
-from .common import JsonOpt, stdout
+from .common import JsonOpt, fail, stdout
 
 app = typer.Typer()
 
@@ -47,11 +47,40 @@ def up_cmd(
     audit_rate: Annotated[
         float, typer.Option("--audit-rate", help="Share of path-eval units re-run on another provider.")
     ] = 0.1,
+    max_body_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-body-bytes",
+            envvar="IOLLM_MAX_BODY_BYTES",
+            help="Largest request body of the JSON APIs (default 8 MiB); larger ones get 413.",
+        ),
+    ] = None,
+    max_upload_bytes: Annotated[
+        int | None,
+        typer.Option(
+            "--max-upload-bytes",
+            envvar="IOLLM_MAX_UPLOAD_BYTES",
+            help="Largest batch of chunks in one upload request (default 256 MiB).",
+        ),
+    ] = None,
+    max_json_depth: Annotated[
+        int | None,
+        typer.Option(
+            "--max-json-depth",
+            envvar="IOLLM_MAX_JSON_DEPTH",
+            help="Deepest JSON nesting accepted (default 64).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Start a node in the foreground: hub, APIs and editor on one port. Example: iollm up --port 8700"""
+    from ..node.limits import BodyLimits
     from ..node.server import serve
 
+    try:
+        BodyLimits.from_env(body=max_body_bytes, upload=max_upload_bytes, depth=max_json_depth)
+    except ValueError as exc:
+        fail(str(exc), as_json, "invalid_limit")
     config = NodeConfig(
         home=(home or default_home()).expanduser(),
         host=host,
@@ -65,6 +94,9 @@ def up_cmd(
         scheduler=scheduler,
         scheduler_port=scheduler_port,
         audit_rate=audit_rate,
+        max_body_bytes=max_body_bytes,
+        max_upload_bytes=max_upload_bytes,
+        max_json_depth=max_json_depth,
     )
 
     def announce(info: dict) -> None:

@@ -29,7 +29,6 @@ from .deps import accounts, caller, hub
 from .mirror import mirror_repo
 from .repos import Hub, Repo
 
-MAX_UPLOAD_BYTES = 256 * 1024 * 1024
 MAX_CHUNKS_PER_REQUEST = 100_000
 
 router = APIRouter(prefix="/api")
@@ -56,12 +55,19 @@ def _json_body(model: type[BaseModel], raw: bytes) -> Any:
 
 @router.get("/protocol")
 def protocol_info(request: Request) -> dict[str, Any]:
+    limits = request.app.state.body_limits  # node.limits.BodyLimits (size and depth of request bodies)
     return {
         "versions": list(SUPPORTED_PROTOCOLS),
         "current": PROTOCOL,
         "chunking": CHUNKING_SPEC,
         "commit_id": "first 40 hex digits of blake3(canonical manifest JSON)",
-        "limits": {"upload_bytes": MAX_UPLOAD_BYTES, "chunks_per_request": MAX_CHUNKS_PER_REQUEST},
+        "limits": {
+            "upload_bytes": limits.upload,
+            "chunks_per_request": MAX_CHUNKS_PER_REQUEST,
+            "body_bytes": limits.body,
+            "manifest_bytes": limits.manifest,
+            "json_depth": limits.depth,
+        },
         "node": request.app.state.node_info,
     }
 
@@ -133,14 +139,15 @@ async def chunks_upload(request: Request, who: Identity = Depends(caller), h: Hu
     user = who.require_user()
     if who.scope != "write":
         raise ProtocolError("uploading chunks needs a write token")
+    limit = request.app.state.body_limits.upload  # also enforced, before reading, by node.limits
     declared = int(request.headers.get("content-length") or 0)
-    if declared > MAX_UPLOAD_BYTES:
-        raise PayloadTooLarge(f"upload of {declared} bytes exceeds {MAX_UPLOAD_BYTES}; send smaller batches")
+    if declared > limit:
+        raise PayloadTooLarge(f"upload of {declared} bytes exceeds {limit}; send smaller batches")
     raw = bytearray()
     async for piece in request.stream():
         raw += piece
-        if len(raw) > MAX_UPLOAD_BYTES:
-            raise PayloadTooLarge(f"upload exceeds {MAX_UPLOAD_BYTES} bytes; send smaller batches")
+        if len(raw) > limit:
+            raise PayloadTooLarge(f"upload exceeds {limit} bytes; send smaller batches")
     return await run_in_threadpool(_store_frames, h, user, bytes(raw))
 
 

@@ -30,6 +30,7 @@ from ..protocol import (
     FileEntry,
     IntegrityError,
     NotFound,
+    PayloadTooLarge,
     ProtocolError,
     RepoNotFound,
     check_path,
@@ -493,6 +494,9 @@ async def hf_lfs_upload(request: Request, oid: str, h: Hub = Depends(hub)) -> Re
         raise ProtocolError("upload URL is incomplete: ask the LFS batch endpoint for a new one") from exc
     if not hmac.compare_digest(expected, params.get("ticket", "")) or expires < time.time():
         raise ProtocolError("upload ticket is invalid or expired: ask the LFS batch endpoint for a new one")
+    declared = int(request.headers.get("content-length") or 0)
+    if declared > size:  # refused before reading: the signed ticket bounds this upload
+        raise PayloadTooLarge(f"upload of {declared} bytes is larger than the announced {size} bytes")
     tmp_dir: Path = request.app.state.tmp_dir
     handle = tempfile.NamedTemporaryFile(dir=tmp_dir, delete=False)  # noqa: SIM115 - closed below
     try:

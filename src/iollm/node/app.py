@@ -34,6 +34,7 @@ from ..runtime.workers import WorkerPool
 from ..store import ChunkStore
 from .config import HomeLayout, NodeConfig
 from .errors import install_error_handlers
+from .limits import BodyLimitMiddleware, BodyLimits
 
 log = logging.getLogger("iollm.node")
 
@@ -133,6 +134,11 @@ def create_app(parts: NodeParts) -> FastAPI:
     app.state.node_info = {"version": __version__, "url": parts.config.url}
     app.state.leaderboard_margin = margin_from_env()  # IOLLM_LEADERBOARD_MARGIN, default 0.02
     install_error_handlers(app)
+    config = parts.config
+    app.state.body_limits = BodyLimits.from_env(
+        body=config.max_body_bytes, upload=config.max_upload_bytes, depth=config.max_json_depth
+    )
+    app.add_middleware(BodyLimitMiddleware, limits=app.state.body_limits)
 
     @app.get("/health")
     def health() -> dict[str, str]:

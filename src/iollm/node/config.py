@@ -29,6 +29,9 @@ class NodeConfig:
     scheduler: str | None = None  # external Dask scheduler (tcp://...); default: one on loopback
     scheduler_port: int = 0  # port of the node's own scheduler (0 = any free port)
     audit_rate: float = 0.1  # share of path-eval units re-executed on another provider
+    max_body_bytes: int | None = None  # JSON APIs; default IOLLM_MAX_BODY_BYTES, else 8 MiB
+    max_upload_bytes: int | None = None  # one chunk batch; default IOLLM_MAX_UPLOAD_BYTES, else 256 MiB
+    max_json_depth: int | None = None  # default IOLLM_MAX_JSON_DEPTH, else 64
 
     @property
     def url(self) -> str:

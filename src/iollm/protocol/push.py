@@ -34,22 +34,40 @@ class LocalFile:
 
 
 def collect_files(source: Path, prefix: str = "") -> list[LocalFile]:
-    """A file becomes one entry named by its basename; a folder contributes every file under it."""
+    """A file becomes one entry named by its basename; a folder contributes every file under it.
+
+    Symbolic links in a folder: a link to a file inside the folder is stored as the file it points to;
+    a link whose target is outside the folder is refused (all such links are named in the error), so
+    that a push never publishes bytes from elsewhere on the disk (``leak.txt -> ~/.iollm/token``).
+    Links to folders are not followed, and dangling links are skipped."""
     if not source.exists():
         raise ProtocolError(f"{source} does not exist: give a file or a folder to push")
     if source.is_file():
         return [LocalFile(check_path(prefix + source.name), source)]
+    root = source.resolve()
     found: list[LocalFile] = []
-    for root, dirs, names in os.walk(source):
+    outside: list[str] = []
+    for folder, dirs, names in os.walk(source):
         dirs[:] = sorted(d for d in dirs if d not in IGNORED_NAMES)
         for name in sorted(names):
             if name in IGNORED_NAMES:
                 continue
-            full = Path(root, name)
-            if full.is_symlink() and not full.resolve().is_file():
-                continue
+            full = Path(folder, name)
             rel = full.relative_to(source).as_posix()
+            if full.is_symlink():
+                target = full.resolve()
+                if not target.is_file():
+                    continue
+                if not target.is_relative_to(root):
+                    outside.append(f"{rel} -> {os.readlink(full)}")
+                    continue
+                full = target  # read the bytes from the file inside the folder, not through the link
             found.append(LocalFile(check_path(prefix + rel), full))
+    if outside:
+        raise ProtocolError(
+            f"refusing to push {source}: {len(outside)} symbolic link(s) point outside the folder "
+            f"({'; '.join(outside)}); copy the files in or remove the links"
+        )
     if not found:
         raise ProtocolError(f"{source} has no files to push")
     return found

@@ -25,6 +25,21 @@ class ContextTooLong(ProtocolError):
     code = "context_length_exceeded"
 
 
+# No tokenizer we serve makes a token of more than this many characters on average over a prompt; a
+# prompt longer than context x this bound cannot fit, so it is refused without tokenizing it all.
+MAX_CHARS_PER_TOKEN = 64
+
+
+def check_prompt_length(text: str, context_length: int) -> None:
+    """Refuse, before tokenizing, a prompt that cannot fit in ``context_length`` tokens (0: unknown)."""
+    if context_length > 0 and len(text) > context_length * MAX_CHARS_PER_TOKEN:
+        raise ContextTooLong(
+            f"the prompt has {len(text)} characters, more than this model's context of {context_length} "
+            "tokens can hold; it was refused before tokenizing. "
+            "Shorten the messages or use a model with a longer context."
+        )
+
+
 class Unsupported(ProtocolError):
     """The engine cannot honour a request parameter (named in ``param``); never silently ignored."""
 

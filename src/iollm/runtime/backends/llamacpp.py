@@ -31,6 +31,7 @@ from .base import (
     Piece,
     StopMatcher,
     TokenLogprob,
+    check_prompt_length,
     drain,
     log_softmax,
     token_logprob,
@@ -125,6 +126,7 @@ class LlamaCppBackend:
     def _generate(
         self, prompt: str, params: GenerationParams, counts: Counts, cancel: threading.Event, special: bool
     ) -> Iterator[Piece]:
+        check_prompt_length(prompt, self.context_length)
         tokens = self.llm.tokenize(prompt.encode(), add_bos=True, special=special)
         counts.prompt_tokens = len(tokens)
         room = self.context_length - len(tokens)
@@ -307,6 +309,8 @@ class LlamaCppBackend:
                     verbose=False,
                 )
             embedder = self._embedder
+        for text in texts:
+            check_prompt_length(text, embedder.n_ctx())
         tokens = sum(len(embedder.tokenize(t.encode(), add_bos=True)) for t in texts)
         if any(len(embedder.tokenize(t.encode(), add_bos=True)) > embedder.n_ctx() for t in texts):
             raise ContextTooLong(f"an input is longer than the embedding context ({embedder.n_ctx()} tokens)")

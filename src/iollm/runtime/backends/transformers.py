@@ -27,6 +27,7 @@ from .base import (
     Piece,
     StopMatcher,
     TokenLogprob,
+    check_prompt_length,
     drain,
     token_logprob,
 )
@@ -136,7 +137,9 @@ class TransformersBackend:
     def chat(
         self, messages: list[ChatMessage], params: GenerationParams, counts: Counts, cancel: threading.Event
     ) -> Iterator[Piece]:
-        tokens = self.tokenizer.encode(self.chat_prompt(messages), add_special_tokens=False)
+        prompt = self.chat_prompt(messages)
+        check_prompt_length(prompt, self.context_length)
+        tokens = self.tokenizer.encode(prompt, add_special_tokens=False)
         stops = list(dict.fromkeys([*params.stop, *self._stops]))
         extra = GenerationParams(**{**params.__dict__, "stop": stops})
         return self._generate(tokens, extra, counts, cancel)
@@ -144,6 +147,7 @@ class TransformersBackend:
     def complete(
         self, prompt: str, params: GenerationParams, counts: Counts, cancel: threading.Event
     ) -> Iterator[Piece]:
+        check_prompt_length(prompt, self.context_length)
         return self._generate(self.tokenizer.encode(prompt, add_special_tokens=True), params, counts, cancel)
 
     def _generate(
@@ -259,6 +263,8 @@ class TransformersBackend:
     def embed(self, texts: list[str]) -> Embedding:
         """Mean of the last hidden states over the tokens, L2-normalised (no pooling head needed)."""
         torch = self._torch
+        for text in texts:
+            check_prompt_length(text, self.context_length)
         encoded = [self.tokenizer.encode(t, add_special_tokens=True) for t in texts]
         if any(len(ids) > self.context_length for ids in encoded):
             raise ContextTooLong(
