@@ -4,8 +4,9 @@ The baseline of each row is the figure its maker published (model card or techni
 reports our score, its 95 % interval, and whether the published figure lies inside it. Sample sizes
 keep each interval within about +-5 points where the suite is large enough.
 
-IOLLM_BENCH_EVAL_ONLY=comma,separated,row,names runs a subset; item results are cached
-(``~/.cache/iollm/evals``), so an interrupted run resumes.
+IOLLM_BENCH_EVAL_ONLY=comma,separated,row,names runs a subset, IOLLM_BENCH_EVAL_LIMITS=row=N,... changes
+a row's sample size (the first N of the same fixed order, so a smaller sample reuses a larger one's items);
+item results are cached (``~/.cache/iollm/evals``), so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -75,8 +76,14 @@ ROWS: dict[str, tuple[str, str, int | None, tuple[str, ...], float, str]] = {
 }
 
 
+def limits_from_env() -> dict[str, int]:
+    pairs = [p.split("=", 1) for p in os.environ.get("IOLLM_BENCH_EVAL_LIMITS", "").split(",") if p]
+    return {name: int(n) for name, n in pairs}
+
+
 def run_row(node: BenchNode, name: str) -> dict[str, Any]:
     model, task, limit, extra, published, source = ROWS[name]
+    limit = limits_from_env().get(name, limit)
     args = ["eval", model, "--task", task, "--no-card", *extra]
     if limit is not None:
         args += ["--limit", str(limit)]
