@@ -508,9 +508,11 @@ def test_verify_never_raises(kid: object, message: object, sig: object) -> None:
 
 
 def test_signature_encoding_is_strict() -> None:
-    key = signing.generate_key()
-    kid = signing.public_key_id(key)
-    sig = signing.sign(key, b"x")
+    sig = ""
+    while "-" not in sig and "_" not in sig:  # about 1 signature in 15 has neither: it tests nothing
+        key = signing.generate_key()
+        kid = signing.public_key_id(key)
+        sig = signing.sign(key, b"x")
     assert not signing.verify(kid, b"x", sig + "==")  # padding
     assert not signing.verify(kid, b"x", sig.replace("-", "+").replace("_", "/"))  # std alphabet
     with pytest.raises(ValueError):
