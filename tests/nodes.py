@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,3 +182,26 @@ class Provider:
 
     def stop(self) -> None:
         self.kill(signal.SIGINT)
+
+
+def run_hf(
+    node: Node, tmp_path: Path, code: str, token: str | None = None, disable_xet: bool = False
+) -> dict:
+    """Unmodified huggingface_hub in a fresh interpreter (it reads HF_ENDPOINT at import); the code's last
+    printed line is JSON. ``disable_xet`` only for uploads: the node does not speak Xet yet."""
+    import json
+
+    env = node.env(
+        HF_ENDPOINT=node.url,
+        HF_HOME=str(tmp_path / "hf-home"),
+        HF_TOKEN=token if token is not None else node.token,
+        HF_HUB_DISABLE_TELEMETRY="1",
+    )
+    if disable_xet:
+        env["HF_HUB_DISABLE_XET"] = "1"
+    script = "import json\nfrom huggingface_hub import *\n" + textwrap.dedent(code)
+    result = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])

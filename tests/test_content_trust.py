@@ -10,9 +10,6 @@ import hashlib
 import json
 import random
 import sqlite3
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import httpx
@@ -20,7 +17,7 @@ import pytest
 
 from iollm.protocol import MissingChunks, NodeClient
 from iollm.store import chunk_id, digest_buffer
-from nodes import Node
+from nodes import Node, run_hf
 
 
 def noise(n: int, seed: int) -> bytes:
@@ -33,23 +30,6 @@ def sha256(data: bytes) -> str:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def run_hf(node: Node, tmp_path: Path, token: str, code: str) -> dict:
-    """Unmodified huggingface_hub in a fresh interpreter (LFS uploads need Xet off, see hf_api.py)."""
-    env = node.env(
-        HF_ENDPOINT=node.url,
-        HF_HOME=str(tmp_path / "hf-home"),
-        HF_TOKEN=token,
-        HF_HUB_DISABLE_TELEMETRY="1",
-        HF_HUB_DISABLE_XET="1",
-    )
-    script = "import json\nfrom huggingface_hub import *\n" + textwrap.dedent(code)
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +167,6 @@ def test_a_false_sha256_is_refused_and_cannot_squat_a_hash(
     out = run_hf(
         node,
         tmp_path,
-        alice,
         f"""
         api = HfApi()
         api.create_repo("alice/victim")
@@ -196,6 +175,8 @@ def test_a_false_sha256_is_refused_and_cannot_squat_a_hash(
         info = api.model_info("alice/victim", files_metadata=True)
         print(json.dumps({{"path": path, "sha": [s.lfs.sha256 for s in info.siblings if s.lfs][0]}}))
         """,
+        token=alice,
+        disable_xet=True,  # an LFS upload: the node does not speak Xet yet
     )
     assert Path(out["path"]).read_bytes() == genuine
     assert out["sha"] == sha256(genuine)

@@ -3,34 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import httpx
 import pytest
 
-from nodes import Node, link_or_copy
-
-
-def run_hf(node: Node, tmp_path: Path, code: str, disable_xet: bool = False) -> dict:
-    """Run client code in a fresh interpreter (huggingface_hub reads HF_ENDPOINT at import)."""
-    env = node.env(
-        HF_ENDPOINT=node.url,
-        HF_HOME=str(tmp_path / "hf-home"),
-        HF_TOKEN=node.token,
-        HF_HUB_DISABLE_TELEMETRY="1",
-    )
-    if disable_xet:
-        env["HF_HUB_DISABLE_XET"] = "1"
-    script = "import json\nfrom huggingface_hub import *\n" + textwrap.dedent(code)
-    result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return json.loads(result.stdout.strip().splitlines()[-1])
+from nodes import Node, link_or_copy, run_hf
 
 
 @pytest.fixture(scope="module")
