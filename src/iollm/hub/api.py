@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from ..protocol import (
     PROTOCOL,
     SUPPORTED_PROTOCOLS,
     FileEntry,
+    Forbidden,
     IntegrityError,
     MissingChunks,
     PayloadTooLarge,
@@ -24,6 +26,7 @@ from ..protocol import (
 )
 from ..protocol.client import FRAME_HEADER
 from ..store import CHUNKING_SPEC, ChunkCorrupt, ChunkMissing, ChunkStore, chunk_id
+from ..store.reader import ChunkedFile
 from .accounts import Accounts, Identity
 from .deps import accounts, caller, hub
 from .mirror import mirror_repo
@@ -173,6 +176,26 @@ def stop_on_damage(pieces: Iterator[bytes], what: str) -> Iterator[bytes]:
         yield from pieces
     except (ChunkCorrupt, ChunkMissing) as exc:
         log.error("stopped serving %s: %s (run `iollm store verify`)", what, exc)
+
+
+def checked_stream(
+    store: ChunkStore, reader: ChunkedFile, start: int, end: int, what: str
+) -> Iterator[bytes]:
+    """Bytes [start, end) of a file, failing before the response starts wherever it can: chunks a
+    read has already found damaged, and damage in the first block, are an error that names them.
+    Damage further in ends the stream short (its status is sent by then) and is remembered, so the
+    client's resumed request gets the error instead of the same cut."""
+    damaged = store.damaged(reader.digests_in(start, end))
+    if damaged:
+        digest, reason = next(iter(damaged.items()))
+        more = f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else ""
+        raise ChunkCorrupt(digest, f"{what} cannot be served: {reason}{more}")
+    pieces = reader.iter_range(start, end)
+    try:
+        head = next(pieces, b"")
+    except ChunkCorrupt as exc:
+        raise ChunkCorrupt(exc.digest, f"{what} cannot be served: {exc.reason}") from exc
+    return stop_on_damage(itertools.chain((head,), pieces), what)
 
 
 @router.post("/chunks/fetch")
@@ -408,13 +431,27 @@ async def token_create(request: Request, who: Identity = Depends(caller), acc: A
         user = body.user
     if who.scope != "write" and body.scope == "write":
         raise ProtocolError("a read-only token cannot create a write token")
-    secret = await run_in_threadpool(acc.create_token, user, body.name, body.scope)
-    return {"user": user, "name": body.name, "scope": body.scope, "token": secret}
+    return await run_in_threadpool(acc.create_token_record, user, body.name, body.scope)
 
 
 @router.get("/tokens")
 def token_list(who: Identity = Depends(caller), acc: Accounts = Depends(accounts)) -> dict[str, Any]:
     return {"tokens": acc.list_tokens(who.require_user())}
+
+
+@router.delete("/tokens/{ref:path}")
+async def token_revoke(
+    ref: str, user: str | None = None, who: Identity = Depends(caller), acc: Accounts = Depends(accounts)
+) -> dict[str, Any]:
+    """Revoke one of the caller's tokens by id or name (an admin names another user with ``?user=``).
+    Someone else's token is answered 404, exactly like one that does not exist."""
+    owner = who.require_user()
+    if who.scope != "write":
+        raise Forbidden("revoking a token needs a write token")
+    if user and user != owner:
+        who.require_admin()
+        owner = user
+    return await run_in_threadpool(acc.revoke, owner, ref)
 
 
 class UserBody(BaseModel):

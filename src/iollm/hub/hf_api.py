@@ -38,7 +38,7 @@ from ..protocol import (
 from ..store import MappedFile
 from ..store.reader import ChunkedFile
 from .accounts import Identity
-from .api import stop_on_damage
+from .api import checked_stream
 from .deps import caller, hub
 from .repos import Hub, Repo
 
@@ -655,7 +655,7 @@ def _resolve(
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers)
     reader = ChunkedFile(h.store, [(bytes.fromhex(d), n) for d, n in entry.chunks])
-    pieces = stop_on_damage(reader.iter_range(start, end), f"{repo_id}/{path}")
+    pieces = checked_stream(h.store, reader, start, end, f"{path} of {repo_id}@{commit_id[:12]}")
     return StreamingResponse(pieces, status_code=status, headers=headers)
 
 

@@ -42,6 +42,7 @@ from ..protocol import (
     ProtocolError,
     RepoNotFound,
     RevisionNotFound,
+    check_file_list,
     check_name,
     is_commit_id,
     parse_manifest,
@@ -622,6 +623,7 @@ class Hub:
         ``expected_parent`` (None = must not exist yet), else Conflict."""
         check_type(repo_type)
         check_ref_name(branch)
+        check_file_list(files)
         namespace, _ = split_repo_id(repo_id)
         caller.require_write(namespace)
         if create:

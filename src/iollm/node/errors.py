@@ -36,10 +36,17 @@ def speaks_hf(path: str) -> bool:
     return not path.startswith(_NATIVE_PREFIXES)
 
 
+def header_safe(text: str, limit: int = 1000) -> str:
+    """An HTTP header value: ASCII, no control characters (a newline in one makes the server drop the
+    connection instead of answering), bounded."""
+    ascii_text = text.encode("ascii", "replace").decode()
+    return "".join(c if " " <= c <= "~" else " " for c in ascii_text)[:limit]
+
+
 def error_response(request: Request, error: IollmError) -> JSONResponse:
     headers = {
         "X-Error-Code": error.code,
-        "X-Error-Message": error.message.encode("ascii", "replace").decode(),
+        "X-Error-Message": header_safe(error.message),
     }
     commit = error.details.get("commit")
     if commit:

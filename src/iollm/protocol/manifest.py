@@ -116,6 +116,24 @@ class FileEntry(BaseModel):
         return [bytes.fromhex(d) for d, _ in self.chunks]
 
 
+def check_file_list(files: list[FileEntry]) -> None:
+    """A file tree, not just a list: at most MAX_FILES entries, no path twice, no path that is both a
+    file and a folder (``a`` and ``a/b``). Checked before a commit is recorded, so a bad one is a 400."""
+    if len(files) > MAX_FILES:
+        raise ProtocolError(f"too many files ({len(files)} > {MAX_FILES})")
+    paths = [f.path for f in files]
+    seen: set[str] = set()
+    for path in paths:
+        if path in seen:
+            raise ProtocolError(f"the path {path!r} appears twice in the file list")
+        seen.add(path)
+    prefixes = {p.rsplit("/", i)[0] for p in paths for i in range(1, p.count("/") + 1)}
+    clash = prefixes.intersection(paths)
+    if clash:
+        name = sorted(clash)[0]
+        raise ProtocolError(f"{name!r} is both a file and a folder ({name!r} and {name + '/...'!r})")
+
+
 class Manifest(BaseModel):
     """A commit: repository, parents, message, author, time, files and declared card metadata."""
 
@@ -154,15 +172,10 @@ class Manifest(BaseModel):
     @field_validator("files")
     @classmethod
     def _files(cls, value: list[FileEntry]) -> list[FileEntry]:
-        if len(value) > MAX_FILES:
-            raise ValueError(f"too many files ({len(value)} > {MAX_FILES})")
-        paths = [f.path for f in value]
-        if len(set(paths)) != len(paths):
-            raise ValueError("a path appears twice")
-        prefixes = {p.rsplit("/", i)[0] for p in paths for i in range(1, p.count("/") + 1)}
-        clash = prefixes.intersection(paths)
-        if clash:
-            raise ValueError(f"{sorted(clash)[0]!r} is both a file and a folder")
+        try:
+            check_file_list(value)
+        except ProtocolError as exc:
+            raise ValueError(exc.message) from None
         return sorted(value, key=lambda f: f.path)
 
     def canonical(self) -> bytes:

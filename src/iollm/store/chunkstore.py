@@ -65,6 +65,10 @@ CREATE TABLE IF NOT EXISTS packs (
     id INTEGER PRIMARY KEY,
     committed INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS damaged (
+    digest BLOB PRIMARY KEY,
+    reason TEXT NOT NULL
+) WITHOUT ROWID;
 """
 
 
@@ -299,7 +303,15 @@ class ChunkStore:
         db = self._db()
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("INSERT OR IGNORE INTO chunks VALUES (?, ?, ?, ?, ?, ?)", rows)
+            # A chunk marked damaged is replaced by the good copy just written; others are kept.
+            db.executemany(
+                "INSERT INTO chunks VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(digest) DO UPDATE SET"
+                " pack = excluded.pack, offset = excluded.offset, stored = excluded.stored,"
+                " raw = excluded.raw, codec = excluded.codec"
+                " WHERE chunks.digest IN (SELECT digest FROM damaged)",
+                rows,
+            )
+            db.executemany("DELETE FROM damaged WHERE digest = ?", [(row[0],) for row in rows])
             for pack, end in ends.items():
                 db.execute("UPDATE packs SET committed = MAX(committed, ?) WHERE id = ?", (end, pack))
             db.execute("COMMIT")
@@ -368,10 +380,29 @@ class ChunkStore:
         return found
 
     def missing(self, digests: Iterable[bytes]) -> list[bytes]:
-        """The digests (in input order, without repeats) that this store does not hold."""
+        """The digests (in input order, without repeats) that this store does not hold intact: a chunk
+        found damaged counts as missing, so the next upload of it replaces the bad copy."""
         wanted = list(dict.fromkeys(digests))
         present = self._rows(wanted)
-        return [d for d in wanted if d not in present]
+        damaged = self.damaged([d for d in wanted if d in present])
+        return [d for d in wanted if d not in present or d in damaged]
+
+    def damaged(self, digests: Iterable[bytes]) -> dict[bytes, str]:
+        """Those of ``digests`` a read or ``verify`` has found damaged, with the reason; they stay
+        marked until a good copy is stored again or ``verify`` finds them intact."""
+        unique = list(dict.fromkeys(digests))
+        found: dict[bytes, str] = {}
+        db = self._db()
+        for start in range(0, len(unique), _SQL_BATCH):
+            batch = unique[start : start + _SQL_BATCH]
+            marks = ",".join("?" * len(batch))
+            found.update(db.execute(f"SELECT digest, reason FROM damaged WHERE digest IN ({marks})", batch))
+        return found
+
+    def _mark_damaged(self, digest: bytes, reason: str) -> None:
+        """Remember damage as soon as a read finds it, so later requests fail before they start."""
+        if digest:
+            self._db().execute("INSERT OR REPLACE INTO damaged VALUES (?, ?)", (digest, reason))
 
     def _fd(self, pack: int) -> int:
         with self._fd_lock:
@@ -388,14 +419,23 @@ class ChunkStore:
         first, last = rows[0], rows[-1]
         length = last.offset + last.stored - first.offset
         span = os.pread(self._fd(first.pack), length, first.offset)
-        if len(span) != length:
-            raise ChunkCorrupt(first.digest, f"pack {self.pack_path(first.pack).name} is truncated")
         view = memoryview(span)
         for row in rows:
             start = row.offset - first.offset
-            data = codec.decode(row.codec, view[start : start + row.stored], row.raw)
+            if start + row.stored > len(span):
+                reason = f"pack {self.pack_path(row.pack).name} is truncated"
+                self._mark_damaged(row.digest, reason)
+                raise ChunkCorrupt(row.digest, reason)
+            try:
+                data = codec.decode(row.codec, view[start : start + row.stored], row.raw)
+            except Exception as exc:  # a damaged zstd frame raises the library's own error
+                reason = f"cannot decode in {self.pack_path(row.pack).name}: {exc}"
+                self._mark_damaged(row.digest, reason)
+                raise ChunkCorrupt(row.digest, reason) from exc
             if verify and chunk_id(data) != row.digest:
-                raise ChunkCorrupt(row.digest, f"damaged in {self.pack_path(row.pack).name}")
+                reason = f"damaged in {self.pack_path(row.pack).name}"
+                self._mark_damaged(row.digest, reason)
+                raise ChunkCorrupt(row.digest, reason)
             yield data
 
     def read_many(self, digests: list[bytes], verify: bool = True) -> Iterator[bytes | memoryview]:
@@ -491,14 +531,14 @@ class ChunkStore:
     def _check(self, row: _Row, pack_size: int) -> str:
         """Why a stored chunk is unreadable, or "" when it is intact."""
         if pack_size < row.offset + row.stored:
+            self._mark_damaged(row.digest, "bytes missing from the pack")
             return "bytes missing from the pack"
         try:
             for _ in self._read_span([row], verify=True):
                 pass
-        except ChunkCorrupt:
-            return "bytes do not match the chunk's BLAKE3 digest"
-        except Exception as exc:  # a damaged zstd frame raises the library's own error
-            return f"cannot decode: {exc}"
+        except ChunkCorrupt as exc:
+            return exc.reason if "decode" in exc.reason else "bytes do not match the chunk's BLAKE3 digest"
+        self._db().execute("DELETE FROM damaged WHERE digest = ?", (row.digest,))  # intact after all
         return ""
 
     def close(self) -> None:

@@ -44,6 +44,15 @@ class ChunkedFile:
         if pending:
             yield b"".join(pending)
 
+    def digests_in(self, start: int = 0, end: int | None = None) -> list[bytes]:
+        """The chunks that bytes [start, end) touch."""
+        end = self.size if end is None else min(end, self.size)
+        if start >= end:
+            return []
+        first = bisect.bisect_right(self.starts, start) - 1
+        last = bisect.bisect_left(self.starts, end) - 1
+        return self.digests[first : last + 1]
+
     def read(self, start: int, length: int) -> bytes:
         return b"".join(self.iter_range(start, start + length))
 
