@@ -32,6 +32,7 @@ def pull_model(ctx: UnitContext, repo: str, commit: str) -> Path:
                 LocalCache(ctx.cache_dir / "cache"),
                 destination,
                 include=lambda p: p.endswith(".gguf"),
+                link=True,  # read only: share the cache's verified blob, no second copy of the model
             )
         marker.touch()
     ggufs = sorted(destination.glob("**/*.gguf"), key=lambda p: -p.stat().st_size)

@@ -4,14 +4,27 @@ Every chunk is checked against its BLAKE3 name as it arrives and every file agai
 before it is placed. A partial file is kept as ``<sha256>.incomplete``; a rerun re-hashes what is
 there and fetches only chunks that do not match, so a pull killed at any point resumes. A peer that
 is down or serves one bad byte is dropped for the rest of the pull and its work goes to another.
+
+A file already in the local cache is reused only once the cache has verified it (``LocalCache.has_blob``):
+a damaged or edited blob is fetched again. A pulled file is an independent copy of its blob, so editing
+it cannot change the cache or another pulled folder. The copy is a copy-on-write clone (reflink, no extra
+disk) where the file system supports one (Btrfs, XFS, bcachefs, ZFS 2.2+), and a plain copy elsewhere
+(ext4). Only the cache's own snapshot folders (a pull without a destination) get hard links to the
+blobs, as does any pull with ``link=True``, for readers that never write and must not double the disk
+used. An edit through such a link changes the blob's mtime and ctime, so the cache notices it and
+fetches that blob again. Why copies cost what they do on ext4 (a second full copy of the model): a
+folder the user asked for is theirs to edit (a fine-tune in place, a patched config). That edit must
+not silently change the cache, or every other folder pulled from it, and reach the next pull.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import mmap
 import os
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -319,18 +332,42 @@ def _finish(cache: LocalCache, target: _Target) -> None:
     cache.add_blob(target.entry.sha256, [(bytes.fromhex(d), n) for d, n in target.entry.chunks])
 
 
-def place_file(blob: Path, destination: Path) -> None:
-    """Put a verified blob at ``destination`` atomically: hard link when possible, else copy."""
+FICLONE = 0x40049409  # Linux _IOW(0x94, 9, int): share the source's extents, copy-on-write
+
+
+def copy_file(source: Path, target: Path) -> None:
+    """Copy ``source`` to a new file ``target``: a reflink clone where the file system can make one,
+    else a full copy done in the kernel."""
+    if sys.platform.startswith("linux"):
+        with open(source, "rb") as src, open(target, "xb") as dst:
+            try:
+                fcntl.ioctl(dst.fileno(), FICLONE, src.fileno())
+                return
+            except OSError:
+                pass
+    shutil.copyfile(source, target)
+
+
+def place_file(blob: Path, destination: Path, *, link: bool = False) -> None:
+    """Put a verified blob at ``destination`` atomically: an independent copy (see the module
+    docstring), or a hard link to the blob when ``link`` is set and the file system allows one."""
     destination.parent.mkdir(parents=True, exist_ok=True)
-    if destination.exists() and os.path.samefile(blob, destination):
+    if link and destination.exists() and os.path.samefile(blob, destination):
         return
     temp = destination.with_name(f".{destination.name}.{os.getpid()}.tmp")
     temp.unlink(missing_ok=True)
     try:
-        os.link(blob, temp)
-    except OSError:
-        shutil.copyfile(blob, temp)
-    os.replace(temp, destination)
+        if link:
+            try:
+                os.link(blob, temp)
+            except OSError:
+                copy_file(blob, temp)
+        else:
+            copy_file(blob, temp)
+        os.replace(temp, destination)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def pull(
@@ -343,21 +380,29 @@ def pull(
     *,
     include: Callable[[str], bool] | None = None,
     progress: Progress | None = None,
+    link: bool | None = None,
 ) -> dict[str, Any]:
     """Make ``destination`` (default: a snapshot folder in the cache) hold the files of
-    ``repo_id@revision``; returns transfer figures."""
+    ``repo_id@revision``; returns transfer figures. ``link``: hard-link the files to the cache's blobs
+    instead of copying them (default: only for the cache's own snapshot folder); for readers only."""
     started = time.perf_counter()
     peer_set = PeerSet(peers)
     manifest = fetch_manifest(peer_set, repo_type, repo_id, revision)
+    if link is None:
+        link = destination is None
     if destination is None:
         destination = cache.snapshot_path(repo_type, repo_id, manifest.commit_id)
     files = [f for f in manifest.files if include is None or include(f.path)]
     bytes_total = sum(f.size for f in files)
 
+    distinct = list({entry.sha256: entry for entry in files}.values())
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="check") as pool:
+        present = list(pool.map(lambda e: cache.has_blob(e.sha256, e.size), distinct))
+    cached = {e.sha256 for e, ok in zip(distinct, present, strict=True) if ok}
     targets: dict[str, _Target] = {}
     resumed = 0
     for entry in files:
-        if entry.sha256 in targets or cache.has_blob(entry.sha256, entry.size):
+        if entry.sha256 in targets or entry.sha256 in cached:
             continue
         target = _Target(entry, cache.incomplete_path(entry.sha256))
         existed = target.path.exists()
@@ -409,7 +454,11 @@ def pull(
     for entry in files:
         if entry.size == 0 and not cache.has_blob(entry.sha256, 0):
             cache.blob_path(entry.sha256).touch()
-        place_file(cache.blob_path(entry.sha256), destination / entry.path)
+        blob = cache.blob_path(entry.sha256)
+        before = os.stat(blob)
+        place_file(blob, destination / entry.path, link=link)
+        if link:
+            cache.linked(entry.sha256, before)
     cache.remember_ref(f"{repo_type}/{repo_id}", revision, manifest.commit_id)
     return {
         "repo": repo_id,

@@ -167,6 +167,7 @@ def pull_snapshot(
                 LocalCache(ctx.cache_dir / "cache"),
                 destination,
                 include=include,
+                link=True,  # read only: share the cache's verified blobs, no second copy on disk
             )
         marker.touch()
     return destination
