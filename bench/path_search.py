@@ -27,19 +27,20 @@ from typing import Any
 
 from _harness import BenchNode, emit, scratch
 from iollm.paths.catalog import load_suite
-from iollm.paths.clients import CachedClient, CallCache, CallResult, ModelClient
-from iollm.paths.pricing import PriceBook
-from iollm.paths.search import (
-    Evaluator,
-    Search,
-    SearchConfig,
+from iollm.paths.clients import (
+    CachedClient,
+    CallCache,
+    CallResult,
+    ModelClient,
     SerialPerModel,
-    heldout_figures,
-    node_prices,
     open_client,
-    pick_best,
     warm_up,
 )
+from iollm.paths.evaluation import Evaluator
+from iollm.paths.pricing import PriceBook, node_prices
+from iollm.paths.racing import pick_best
+from iollm.paths.search import Search, SearchConfig
+from iollm.paths.search_result import heldout_figures
 from iollm.paths.space import Candidate
 from iollm.paths.stats import paired_bootstrap
 

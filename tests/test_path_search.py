@@ -19,24 +19,14 @@ import pytest
 from iollm.database import open_database
 from iollm.paths.checkers import check
 from iollm.paths.clients import CachedClient, CallCache, RecordedClient
+from iollm.paths.evaluation import Evaluator, SearchError, evaluate_unit_async
 from iollm.paths.executor import Executor
 from iollm.paths.graph import parse_graph
 from iollm.paths.leaderboard import leaderboard, list_breakthroughs, submit
 from iollm.paths.leaderboard import metadata as leaderboard_metadata
-from iollm.paths.pricing import PriceBook
-from iollm.paths.search import (
-    Evaluator,
-    Search,
-    SearchConfig,
-    SearchError,
-    _cut,
-    evaluate_unit_async,
-    pick_best,
-    plan_schedule,
-    prices_from_json,
-    prices_to_json,
-    race,
-)
+from iollm.paths.pricing import PriceBook, prices_from_json, prices_to_json
+from iollm.paths.racing import _cut, pick_best, plan_schedule, race
+from iollm.paths.search import Search, SearchConfig
 from iollm.paths.space import build_space, call_signatures, projected_calls
 from iollm.paths.stats import bootstrap_ci, bounds, paired_bootstrap, pareto_front, wilson
 from iollm.paths.suites import Suite, Task

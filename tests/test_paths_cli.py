@@ -9,8 +9,8 @@ from typing import Any
 import httpx
 import pytest
 
+from iollm.paths.evaluation import evaluate_unit
 from iollm.paths.graph import parse_graph
-from iollm.paths.search import evaluate_unit
 from nodes import Node
 
 MODEL = "local/smol"

@@ -20,6 +20,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -30,13 +31,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..paths.catalog import list_suites, load_suite
-from ..paths.clients import OpenAIClient
+from ..paths.clients import OpenAIClient, open_client, warm_up
 from ..paths.cluster_search import ClusterEvaluator
+from ..paths.evaluation import Evaluator, SearchError
 from ..paths.executor import Executor
 from ..paths.graph import GraphError, parse_graph
+from ..paths.pricing import node_prices
 from ..paths.report import write_report
 from ..paths.sandbox import Sandbox
-from ..paths.search import Search, SearchConfig, SearchError, node_prices, open_client, warm_up
+from ..paths.search import Search, SearchConfig
 from ..paths.suites import SuiteError
 from ..protocol import IollmError, Unavailable
 from .common import Ctx, EndpointOpt, HomeOpt, JsonOpt, TokenOpt, emit, errors, fail, stderr, stdout
@@ -245,14 +248,29 @@ def search_cmd(
         if workers < 1:
             raise SearchError("--workers must be at least 1")
         prices = node_prices(ctx.endpoint, ctx.token, names)
+        node = ctx.client() if on_cluster else None
         with tempfile.TemporaryDirectory(prefix="iollm-calls-") as scratch:
             cache_path = (
                 Path(scratch) / "calls.sqlite" if no_cache else (cache or ctx.home / "cache" / "calls.sqlite")
             )
+            # --on-cluster: every racing round is a path-eval job on the node's providers
+            evaluator = Evaluator if node is None else partial(ClusterEvaluator, node=node, suite=loaded.name)
             config = SearchConfig(
-                names, loaded, budget, workers, seed, heldout_fraction, max_tasks, max_tokens
+                names,
+                loaded,
+                budget,
+                workers,
+                seed,
+                heldout_fraction,
+                max_tasks,
+                max_tokens,
+                evaluator=evaluator,
             )
-            result = _search(ctx, url, config, prices, cache_path, as_json, on_cluster)
+            try:
+                result = _search(ctx, url, config, prices, cache_path, as_json, warm=node is None)
+            finally:
+                if node is not None:
+                    node.close()
         folder = report_dir or Path(
             f"path-search-{loaded.name.replace('/', '-')}-{time.strftime('%Y%m%d-%H%M%S')}"
         )
@@ -262,41 +280,23 @@ def search_cmd(
 
 
 def _search(
-    ctx: Ctx,
-    url: str,
-    config: SearchConfig,
-    prices: Any,
-    cache_path: Path,
-    as_json: bool,
-    on_cluster: bool = False,
+    ctx: Ctx, url: str, config: SearchConfig, prices: Any, cache_path: Path, as_json: bool, warm: bool = True
 ) -> dict[str, Any]:
+    """Run the search, printing its preview first; ``warm`` loads every model here before it starts."""
+
     async def main() -> dict[str, Any]:
         client, inner = open_client(url, ctx.token, cache_path, concurrency=config.workers)
-        node = ctx.client() if on_cluster else None
         try:
-            if node is None:
+            if warm:
                 await warm_up(inner, config.models)
             with _progress(as_json) as on_progress:
                 search = Search(config, client, prices, on_progress)
-                if node is not None:
-                    search.evaluator = ClusterEvaluator(
-                        None,
-                        prices,
-                        config.seed,
-                        config.workers,
-                        on_progress=on_progress,
-                        node=node,
-                        suite=config.suite.name,
-                    )
-                    search.client = None
                 preview = search.preview()
                 if not as_json:
                     _print_preview(preview)
                 return {"preview": preview, **await search.run()}
         finally:
             await inner.close()
-            if node is not None:
-                node.close()
 
     return asyncio.run(main())
 

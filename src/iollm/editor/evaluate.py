@@ -1,5 +1,5 @@
 """Evaluate the drawn workflow on a suite from the editor: every task is run and checked exactly as the
-path search does (``paths.search.evaluate_task``), with one ``task`` event per finished task and the
+path search does (``paths.evaluation.evaluate_task``), with one ``task`` event per finished task and the
 mean score, cost and latency at the end."""
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ import asyncio
 from typing import Any
 
 from ..hub import Hub, Identity
+from ..paths.clients import SerialPerModel
+from ..paths.evaluation import evaluate_task
 from ..paths.executor import Executor
 from ..paths.graph import GraphError, parse_graph
 from ..paths.sandbox import Sandbox
-from ..paths.search import SerialPerModel, evaluate_task
 from ..paths.serving import RuntimeClient
 from ..protocol import ProtocolError
 from ..runtime import Runtime

@@ -29,7 +29,7 @@ import sys
 from iollm.paths.clients import OpenAIClient
 from iollm.paths.executor import Executor
 from iollm.paths.graph import parse_graph
-from iollm.paths.search import node_prices
+from iollm.paths.pricing import node_prices
 
 WORKFLOW = json.loads(r"""
 {workflow}

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ..hub import Hub, Identity
-from ..paths.clients import CachedClient, CallCache, CallResult
+from ..paths.clients import CachedClient, CallCache, CallResult, SerialPerModel
+from ..paths.evaluation import SearchError
 from ..paths.graph import GraphError, parse_graph
-from ..paths.search import Search, SearchConfig, SearchError, SerialPerModel
+from ..paths.search import Search, SearchConfig
 from ..paths.serving import RuntimeClient
 from ..paths.space import Candidate
 from ..protocol import NotFound, ProtocolError
@@ -105,6 +106,7 @@ class Searches:
             seed=int(body.get("seed") or 0),
             max_tasks=int(body["max_tasks"]) if body.get("max_tasks") else None,
             max_tokens=int(body["max_tokens"]) if body.get("max_tokens") else None,
+            extra=[Candidate(DRAWN, DRAWN, {"models": models}, {}, graph.to_json())],
         )
         run = SearchRun(uuid.uuid4().hex[:12], owner, {})
 
@@ -112,10 +114,6 @@ class Searches:
             run.phase, run.done, run.total = phase, done, total
 
         search = Search(config, client, prices, progress)
-        search.space.append(Candidate(DRAWN, DRAWN, {"models": models}, {}, graph.to_json()))
-        search.exhaustive = len(search.space) * len(search.split.search)
-        if config.budget is None:
-            search.budget = max(len(search.space), round(0.2 * search.exhaustive))
         if search.budget < len(search.space):
             raise ProtocolError(
                 f"a budget of {search.budget} cannot try each of the {len(search.space)} candidates once"

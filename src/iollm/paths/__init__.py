@@ -3,9 +3,10 @@ models in roles, and the search for the best quality/cost paths."""
 
 from .catalog import BUILTIN_SUITES, list_suites, load_suite
 from .checkers import CheckResult, check, check_all
+from .evaluation import SearchError, evaluate_unit, evaluate_unit_async
 from .leaderboard import list_breakthroughs
 from .sandbox import Sandbox, SandboxResult
-from .search import Search, SearchConfig, SearchError, evaluate_unit, evaluate_unit_async
+from .search import Search, SearchConfig
 from .space import Candidate, build_space, projected_calls
 from .suites import Suite, SuiteError, SuiteSplit, Task, read_jsonl, write_jsonl
 

@@ -2,7 +2,8 @@
 through a persistent call cache so an identical call is paid for once across all candidates of a search.
 
 A call's identity is (model commit, messages, sampling parameters including the seed): with seeded
-sampling the same key always yields the same text, so replaying it from the cache is exact.
+sampling the same key always yields the same text, so replaying it from the cache is exact. A search
+calls each model one request at a time (``SerialPerModel``), after loading every model (``warm_up``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -86,6 +88,24 @@ class OpenAIClient:
 
     async def close(self) -> None:
         await self.http.aclose()
+
+
+class SerialPerModel:
+    """One call per model at a time: the node runs one generation per loaded model anyway, and queueing
+    there would be timed as compute seconds (and priced)."""
+
+    def __init__(self, inner: ModelClient) -> None:
+        self.inner = inner
+        self._gates: dict[str, asyncio.Semaphore] = {}
+
+    async def chat(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> CallResult:
+        gate = self._gates.setdefault(model, asyncio.Semaphore(1))
+        async with gate:
+            return await self.inner.chat(model, messages, params)
+
+    async def revision(self, model: str) -> str:
+        revision = getattr(self.inner, "revision", None)
+        return await revision(model) if revision is not None else model
 
 
 class CallCache:
@@ -195,3 +215,21 @@ class RecordedClient:
         text = self.responses(model, prompt, params)
         completion = max(1, len(text.split()))
         return CallResult(model, text, len(prompt.split()), completion, completion * self.seconds_per_token)
+
+
+async def warm_up(client: ModelClient, models: Sequence[str]) -> None:
+    """Load every model with a one-token call (not cached) so no model's load time is timed, and priced,
+    as the compute seconds of the first cached call."""
+    for model in models:
+        await client.chat(model, [{"role": "user", "content": "Hi"}], {"max_tokens": 1, "temperature": 0.0})
+
+
+def open_client(
+    openai_url: str, token: str | None, cache_path: Path | None, concurrency: int = 4
+) -> tuple[CachedClient | ModelClient, OpenAIClient]:
+    """The search's client: per-model serial calls to ``openai_url`` behind the persistent call cache."""
+    inner = OpenAIClient(openai_url, token, concurrency=concurrency)
+    serial = SerialPerModel(inner)
+    if cache_path is None:
+        return serial, inner
+    return CachedClient(serial, CallCache(cache_path)), inner

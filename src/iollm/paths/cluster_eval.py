@@ -18,8 +18,9 @@ from ..compute.local_models import chat_once
 from ..protocol import NotFound, ProtocolError
 from .catalog import load_suite
 from .clients import CallResult
+from .evaluation import evaluate_unit_async
 from .graph import GraphError, parse_graph
-from .search import evaluate_unit_async, prices_from_json
+from .pricing import prices_from_json
 from .suites import SuiteError, task_from_json
 
 DEFAULT_BATCH = 8

@@ -17,7 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ..protocol import NodeClient
-from .search import Evaluator, SearchError, prices_to_json
+from .evaluation import Evaluator, SearchError
+from .pricing import prices_to_json
 from .space import Candidate
 from .suites import Task
 
@@ -92,6 +93,10 @@ class ClusterEvaluator(Evaluator):
         if self.on_progress:
             self.on_progress(phase, done + size, total)
         return done + size
+
+    def call_counts(self) -> tuple[int, int]:
+        """Counted from the records: the calls were made on the providers, not through this client."""
+        return self._recorded_calls()
 
     def _node(self) -> NodeClient:
         if self.node is None:

@@ -2,11 +2,17 @@
 
 Prices come from the hub (a model's designer sets them; see the mining layer) or default to a rate
 proportional to the model's size, so a bigger model is never free by accident.
+``node_prices`` reads the sizes from a node's model cards; a price book travels as JSON
+(``prices_to_json``) in path-eval job specs and search results.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
 
 from ..money import MICRO, price_for_tokens
 from .clients import CallResult
@@ -60,3 +66,46 @@ class PriceBook:
             }
             for m, p in self.prices.items()
         }
+
+
+def prices_to_json(prices: PriceBook) -> dict[str, Any]:
+    return {
+        "models": prices.as_dict(),
+        "compute_per_second": prices.compute_per_second,
+        "fallback": {
+            "prompt_per_million": prices.fallback.prompt_per_million,
+            "completion_per_million": prices.fallback.completion_per_million,
+        },
+    }
+
+
+def prices_from_json(data: dict[str, Any] | None) -> PriceBook:
+    if not data:
+        return PriceBook()
+    book = PriceBook(compute_per_second=int(data.get("compute_per_second", COMPUTE_MICRO_PER_SECOND)))
+    if data.get("fallback"):
+        book.fallback = Price(
+            int(data["fallback"]["prompt_per_million"]), int(data["fallback"]["completion_per_million"])
+        )
+    for model, price in (data.get("models") or {}).items():
+        book.prices[model] = Price(int(price["prompt_per_million"]), int(price["completion_per_million"]))
+    return book
+
+
+def node_prices(node_url: str, token: str | None, models: Sequence[str]) -> PriceBook:
+    """Size-proportional prices from the parameter counts in the node's model cards. (Designer-set prices
+    from the hub take over once the mining layer stores them.) Models the node has no card for get the
+    fallback price."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    counts: dict[str, int] = {}
+    with httpx.Client(base_url=node_url.rstrip("/"), headers=headers, timeout=30) as http:
+        for model in models:
+            try:
+                reply = http.get(f"/api/repos/model/{model}")
+            except httpx.HTTPError:
+                continue
+            if reply.status_code == 200:
+                parameters = (reply.json().get("card") or {}).get("parameters")
+                if isinstance(parameters, int) and parameters > 0:
+                    counts[model] = parameters
+    return PriceBook.from_parameters(counts)
