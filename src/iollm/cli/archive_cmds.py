@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ..protocol import Forbidden
+from ..protocol import Forbidden, download_export, upload_import
 from .common import (
     Ctx,
     EndpointOpt,
@@ -49,12 +49,14 @@ def export_cmd(
 
     Example: iollm export alice/my-model my-model.tar --revision v1
     """
-    from ..hub.oci import download_export  # the hub package is heavy: load it only when used
+    from ..hub.archive import list_archive  # the hub package is heavy: load it only when used
 
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client, transfer_progress(not as_json) as progress:
         repo_id, at = split_ref(repo)
-        result = download_export(client, repo_type, repo_id, revision or at or "main", file, progress)
+        result = download_export(
+            client, repo_type, repo_id, revision or at or "main", file, progress, list_commits=list_archive
+        )
 
     def human(r: dict[str, Any]) -> None:
         stdout.print(
@@ -80,8 +82,6 @@ def import_cmd(
 
     Example: iollm import my-model.tar
     """
-    from ..hub.oci import upload_import
-
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client, transfer_progress(not as_json) as progress:
         if not file.is_file():

@@ -98,7 +98,7 @@ def provider_show(
     """A provider's capacity, standing, audits and metered compute."""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        info = client.get_json(f"/api/providers/{provider_id}")
+        info = client.provider(provider_id)
     emit(ctx, info)  # pretty JSON
 
 
@@ -109,7 +109,7 @@ def providers_cmd(
     """Providers of the node's pool with capacity, benchmark, state, jobs run and compute metered."""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        result = client.get_json("/api/providers")
+        result = client.providers()
 
     def human(r: dict[str, Any]) -> None:
         table = Table(
@@ -153,9 +153,7 @@ def job_submit(
         except json.JSONDecodeError as exc:
             raise ProtocolError(f"{spec}: not valid JSON ({exc})") from exc
         with ctx.client() as client:
-            job = client.post_json(
-                "/api/jobs", {"kind": kind, "spec": body, "idempotency_key": idempotency_key}
-            )
+            job = client.submit_job(kind, body, idempotency_key)
     emit(ctx, job, lambda j: stdout.print(f"job {j['id']} ({j['kind']}) {j['state']}"))
 
 
@@ -170,7 +168,7 @@ def jobs_cmd(
     """Your jobs, newest first."""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        result = client.get_json("/api/jobs", params={"state": state} if state else {})
+        result = client.jobs(state)
 
     def human(r: dict[str, Any]) -> None:
         table = Table("job", "kind", "state", "created", "finished", "error")
@@ -199,7 +197,7 @@ def job_show(
     """A job's state, units, providers and result."""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        job = client.get_json(f"/api/jobs/{job_id}")
+        job = client.job(job_id)
     emit(ctx, job)  # pretty JSON
 
 
@@ -214,7 +212,7 @@ def job_logs(
     """A job's log lines (from the node and from the providers running it)."""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        result = client.get_json(f"/api/jobs/{job_id}/logs")
+        result = client.job_logs(job_id)
     emit(
         ctx,
         result,
@@ -233,5 +231,5 @@ def job_cancel(
     """Cancel a queued or running job."""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        job = client.post_json(f"/api/jobs/{job_id}/cancel", {})
+        job = client.cancel_job(job_id)
     emit(ctx, job, lambda j: stdout.print(f"job {j['id']} {j['state']}"))

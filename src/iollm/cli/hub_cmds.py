@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..protocol import PROTOCOL, LocalCache, pull, push
+from ..protocol import LocalCache, pull, push
 from .common import (
     Ctx,
     EndpointOpt,
@@ -282,9 +282,7 @@ def mirror_cmd(
     """
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        result = client.post_json(
-            "/api/mirror", {"upstream": upstream, "repo": repo, "type": repo_type, "token": upstream_token}
-        )
+        result = client.mirror(upstream, repo, repo_type, upstream_token)
     emit(
         ctx,
         result,
@@ -305,7 +303,7 @@ def store_verify_cmd(
     """Re-hash every chunk in the node's store and name any damaged pack. Exit 1 if damage is found."""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        report = client.post_json("/api/store/verify", {"protocol": PROTOCOL})
+        report = client.verify_store()
 
     def human(r: dict[str, Any]) -> None:
         state = "[green]ok[/green]" if r["ok"] else "[red]DAMAGED[/red]"

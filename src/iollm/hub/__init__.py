@@ -2,10 +2,10 @@
 
 from .accounts import ANONYMOUS, Accounts, Identity
 from .api import router as native_router
+from .archive import import_archive, list_archive, plan_export
 from .hf_api import hf_catch_all
 from .hf_api import router as hf_router
 from .mirror import PullThrough, mirror_repo
-from .oci import download_export, import_archive, plan_export, upload_import
 from .oci_api import router as oci_router
 from .repos import DEFAULT_BRANCH, CommitInfo, Hub, Repo
 from .seed import ensure_local_admin, publish_file, seed_packaged_models, write_secret_file
@@ -20,11 +20,11 @@ __all__ = [
     "Identity",
     "PullThrough",
     "Repo",
-    "download_export",
     "ensure_local_admin",
     "hf_catch_all",
     "hf_router",
     "import_archive",
+    "list_archive",
     "metadata",
     "mirror_repo",
     "native_router",
@@ -32,6 +32,5 @@ __all__ = [
     "plan_export",
     "publish_file",
     "seed_packaged_models",
-    "upload_import",
     "write_secret_file",
 ]

@@ -1,7 +1,7 @@
 """HTTP routes for archives: ``GET /api/export/...`` streams a tar, ``POST /api/import`` takes one.
 
 An upload is streamed to a file in the node's tmp folder (never held in memory), checked in full by
-``oci.import_archive`` and deleted afterwards, whatever the outcome.
+``archive.import_archive`` and deleted afterwards, whatever the outcome.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from fastapi.responses import StreamingResponse
 from ..protocol import Forbidden, PayloadTooLarge
 from .accounts import Identity
 from .api import stop_on_damage
+from .archive import import_archive, plan_export
 from .deps import caller, hub
-from .oci import import_archive, plan_export
 from .repos import Hub
 
 DEFAULT_MAX_IMPORT_BYTES = 64 << 30

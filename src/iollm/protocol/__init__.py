@@ -1,5 +1,6 @@
 """Wire layer of the sharing protocol: versioned manifests, errors, and the client that pushes and pulls."""
 
+from .archive_client import download_export, upload_import
 from .cache import LocalCache
 from .client import DEFAULT_ENDPOINT, NodeClient
 from .errors import (
@@ -38,7 +39,7 @@ from .manifest import (
     utc_now,
 )
 from .pull import pull
-from .push import push, put_file
+from .push import branch_head, commit_bytes, push, put_file
 
 __all__ = [
     "DEFAULT_ENDPOINT",
@@ -65,11 +66,14 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "UnsupportedProtocol",
+    "branch_head",
     "canonical_json",
     "check_file_list",
     "check_name",
     "check_path",
     "check_protocol",
+    "commit_bytes",
+    "download_export",
     "error_from_json",
     "is_commit_id",
     "parse_manifest",
@@ -77,5 +81,6 @@ __all__ = [
     "push",
     "put_file",
     "split_repo_id",
+    "upload_import",
     "utc_now",
 ]

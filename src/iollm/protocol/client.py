@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import struct
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import httpx
 
 from .errors import IollmError, Unavailable, error_from_json
 from .manifest import PROTOCOL, Manifest, check_protocol, parse_manifest
+from .service_calls import ServiceCalls
 
 FRAME_HEADER = struct.Struct(">32sI")  # chunk digest, length; then the chunk's bytes
 DEFAULT_ENDPOINT = "http://127.0.0.1:8700"
@@ -23,8 +25,12 @@ def encode_frames(chunks: Iterable[tuple[bytes, bytes]]) -> Iterator[bytes]:
         yield data
 
 
-class NodeClient:
-    """Talks to one node. Thread-safe: one connection pool shared by parallel transfers."""
+class NodeClient(ServiceCalls):
+    """Talks to one node. Thread-safe: one connection pool shared by parallel transfers.
+
+    The sharing protocol's calls are here; the compute, mining and leaderboard calls come from
+    ``ServiceCalls``. Transport and status errors are mapped in one place: ``stream``, which every
+    request goes through, and ``_unreachable``/``_raise``, which the chunk fetch shares."""
 
     def __init__(
         self, endpoint: str = DEFAULT_ENDPOINT, token: str | None = None, timeout: float = 60.0
@@ -53,6 +59,7 @@ class NodeClient:
     # -- plumbing --------------------------------------------------------------------------------
 
     def _raise(self, response: httpx.Response) -> None:
+        """An error status as the exception class the node sent (the body must have been read)."""
         if response.is_success:
             return
         try:
@@ -61,15 +68,35 @@ class NodeClient:
             body = {"error": {"message": f"HTTP {response.status_code} from {self.endpoint}"}}
         raise error_from_json(response.status_code, body)
 
-    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            raise Unavailable(
-                f"cannot reach the node at {self.endpoint} ({exc.__class__.__name__}): "
+    def _unreachable(self, exc: httpx.TransportError) -> Unavailable:
+        """A transport failure as the one error every call raises for it."""
+        name = exc.__class__.__name__
+        if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+            return Unavailable(
+                f"cannot reach the node at {self.endpoint} ({name}): "
                 "is `iollm up` running there? Set --endpoint or IOLLM_ENDPOINT."
-            ) from exc
-        self._raise(response)
+            )
+        return Unavailable(f"lost the connection to {self.endpoint} ({name}); the call did not complete")
+
+    @contextmanager
+    def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
+        """Send a request and hand its response over unread, for bodies too large to hold in memory
+        (``content`` may be an iterator, so the request streams too). An error status is raised as
+        the node's own exception; a transport failure, whether before the response or while the
+        block reads its body, as ``Unavailable``. ``request`` and every JSON call go through here."""
+        try:
+            with self.http.stream(method, path, **kwargs) as response:
+                if not response.is_success:
+                    response.read()
+                    self._raise(response)
+                yield response
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from exc
+
+    def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """A request whose response is read in full."""
+        with self.stream(method, path, **kwargs) as response:
+            response.read()
         return response
 
     def get_json(self, path: str, **kwargs: Any) -> Any:
@@ -88,6 +115,18 @@ class NodeClient:
 
     def whoami(self) -> dict[str, Any]:
         return self.get_json("/api/whoami")
+
+    def verify_store(self) -> dict[str, Any]:
+        """Have the node re-hash every chunk in its store; the report names any damaged pack."""
+        return self.post_json("/api/store/verify", {"protocol": PROTOCOL})
+
+    def mirror(
+        self, upstream: str, repo_id: str, repo_type: str = "model", token: str | None = None
+    ) -> dict[str, Any]:
+        """Have the node replicate a repository (all refs and history) from the node at ``upstream``."""
+        return self.post_json(
+            "/api/mirror", {"upstream": upstream, "repo": repo_id, "type": repo_type, "token": token}
+        )
 
     # -- repositories ----------------------------------------------------------------------------
 
@@ -177,4 +216,4 @@ class NodeClient:
                 del request.headers["Authorization"]
             return self.http.send(request, stream=True)
         except httpx.TransportError as exc:
-            raise Unavailable(f"cannot reach {self.endpoint}: {exc.__class__.__name__}") from exc
+            raise self._unreachable(exc) from exc

@@ -73,7 +73,8 @@ def collect_files(source: Path, prefix: str = "") -> list[LocalFile]:
     return found
 
 
-def _current_head(client: NodeClient, repo_type: str, repo_id: str, branch: str) -> str | None:
+def branch_head(client: NodeClient, repo_type: str, repo_id: str, branch: str = "main") -> str | None:
+    """The commit ``branch`` points at, or None for a branch (or repository) that does not exist yet."""
     try:
         return client.refs(repo_type, repo_id)["branches"].get(branch)
     except NotFound:
@@ -107,7 +108,7 @@ def push(
 
     for local in files:
         local.digest = digest_file(local.source, progress=hashed)
-    head = _current_head(client, repo_type, repo_id, branch)
+    head = branch_head(client, repo_type, repo_id, branch)
 
     unique: dict[bytes, tuple[LocalFile, int, int]] = {}
     for local in files:
@@ -215,30 +216,74 @@ def put_file(
     (the parent is checked), never lose the other commit's files.
     """
     check_path(path)
-    head = _current_head(client, repo_type, repo_id, branch)
+    head = branch_head(client, repo_type, repo_id, branch)
     files: list[dict[str, Any]] = []
     card: dict[str, Any] = {}
     if head is not None:
         manifest = client.manifest(repo_type, repo_id, head)
         files = [f.model_dump() for f in manifest.files if f.path != path]
         card = manifest.card
-    digest = digest_buffer(memoryview(data))
-    by_digest = {c.digest: data[c.offset : c.offset + c.length] for c in digest.chunks}
-    missing = client.missing_chunks(list(by_digest))
-    if missing:
-        client.upload_chunks([(d, by_digest[d]) for d in missing])
-    entry = {
-        "path": path,
-        "size": digest.size,
-        "sha256": digest.sha256,
-        "chunks": [[c.digest.hex(), c.length] for c in digest.chunks],
-    }
-    body = {
+    commit, _ = commit_bytes(
+        client,
+        repo_id,
+        {path: data},
+        head,
+        repo_type=repo_type,
+        branch=branch,
+        message=message,
+        card=card,
+        keep=files,
+    )
+    return commit
+
+
+def commit_bytes(
+    client: NodeClient,
+    repo_id: str,
+    files: dict[str, bytes],
+    parent: str | None,
+    *,
+    repo_type: str = "model",
+    branch: str = "main",
+    message: str = "",
+    card: dict[str, Any] | None = None,
+    private: bool | None = None,
+    keep: list[dict[str, Any]] | None = None,
+) -> tuple[str, int]:
+    """Commit in-memory files (in path order, after the entries in ``keep``) as the next commit after
+    ``parent`` exactly: the node refuses with a conflict if the branch moved. Returns (commit id,
+    bytes sent). Files are chunked from memory, not memory-mapped: a Dask worker's profiler may hold
+    a frame that pins a map past its close. ``private`` applies to a repository this creates."""
+    chunks: dict[bytes, bytes] = {}
+    entries = []
+    for path, data in sorted(files.items()):
+        digest = digest_buffer(data, on_chunk=lambda d, piece: chunks.setdefault(d, bytes(piece)))
+        entries.append(
+            {
+                "path": path,
+                "size": digest.size,
+                "sha256": digest.sha256,
+                "chunks": [[c.digest.hex(), c.length] for c in digest.chunks],
+            }
+        )
+    missing = client.missing_chunks(list(chunks))
+    batch: list[tuple[bytes, bytes]] = []
+    size = 0
+    for digest in missing:
+        batch.append((digest, chunks[digest]))
+        size += len(chunks[digest])
+        if size >= UPLOAD_BATCH_BYTES:
+            client.upload_chunks(batch)
+            batch, size = [], 0
+    if batch:
+        client.upload_chunks(batch)
+    body: dict[str, Any] = {
         "branch": branch,
-        "parent": head,
+        "parent": parent,
         "check_parent": True,
         "message": message,
-        "card": card,
-        "files": [*files, entry],
+        "card": card or {},
+        **({"private": private} if private is not None else {}),
+        "files": [*(keep or []), *entries],
     }
-    return str(client.commit(repo_type, repo_id, body)["commit"])
+    return str(client.commit(repo_type, repo_id, body)["commit"]), sum(len(chunks[d]) for d in missing)

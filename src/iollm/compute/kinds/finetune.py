@@ -36,12 +36,11 @@ from ...protocol import (
     FileEntry,
     LocalCache,
     NodeClient,
-    NotFound,
     ProtocolError,
+    branch_head,
+    commit_bytes,
     pull,
 )
-from ...protocol.push import UPLOAD_BATCH_BYTES
-from ...store import digest_buffer
 from ...store.reader import ChunkedFile
 from ..tables import logs
 from . import register_kind
@@ -193,43 +192,6 @@ def checkpoint_files(session: Session) -> dict[str, bytes]:
     }
 
 
-def commit_files(
-    client: NodeClient, repo_id: str, files: dict[str, bytes], parent: str | None, message: str, card: dict
-) -> tuple[str, int]:
-    """Commit in-memory files as the next commit after ``parent`` exactly (the node refuses with a
-    conflict if the branch moved): (commit id, bytes sent). Files are chunked from memory, not
-    memory-mapped: a Dask worker's profiler may hold a frame that pins a map past its close."""
-    chunks: dict[bytes, bytes] = {}
-    entries = []
-    for path, data in sorted(files.items()):
-        digest = digest_buffer(data, on_chunk=lambda d, piece: chunks.setdefault(d, bytes(piece)))
-        entries.append(
-            {
-                "path": path,
-                "size": digest.size,
-                "sha256": digest.sha256,
-                "chunks": [[c.digest.hex(), c.length] for c in digest.chunks],
-            }
-        )
-    missing = client.missing_chunks(list(chunks))
-    batch: list[tuple[bytes, bytes]] = []
-    for digest in missing:
-        batch.append((digest, chunks[digest]))
-        if len(batch) == len(missing) or sum(len(d) for _, d in batch) >= UPLOAD_BATCH_BYTES:
-            client.upload_chunks(batch)
-            batch = []
-    body = {
-        "branch": "main",
-        "parent": parent,
-        "check_parent": True,
-        "message": message,
-        "card": card,
-        "private": True,
-        "files": entries,
-    }
-    return client.commit("model", repo_id, body)["commit"], sum(len(chunks[d]) for d in missing)
-
-
 def load_checkpoint(folder: Path, session: Session) -> None:
     import torch
     from peft import set_peft_model_state_dict
@@ -245,13 +207,6 @@ def load_checkpoint(folder: Path, session: Session) -> None:
     session.optimizer.load_state_dict({"state": state, "param_groups": groups})
     session.scheduler.load_state_dict(saved["lr_scheduler"])
     torch.set_rng_state(load((folder / "rng_state.safetensors").read_bytes())["torch_cpu"])
-
-
-def head_of(client: NodeClient, repo_id: str) -> str | None:
-    try:
-        return client.refs("model", repo_id)["branches"].get("main")
-    except NotFound:
-        return None
 
 
 # -- the worker side ---------------------------------------------------------------------------------
@@ -282,7 +237,7 @@ class Session:
         self.provider, self.worker, self.cpus = where_am_i()
         self.client = NodeClient(ctx.node_url, ctx.token)
         self.repo = payload["checkpoint_repo"]
-        self.head = head_of(self.client, self.repo)
+        self.head = branch_head(self.client, "model", self.repo)
         self.state: dict[str, Any] = {}
         self.step_seconds: list[float] = []
         self.push_seconds: list[float] = []
@@ -395,8 +350,14 @@ class Session:
             "step": step,
         }
         try:
-            commit, sent = commit_files(
-                self.client, self.repo, checkpoint_files(self), self.head, f"step {step}", card
+            commit, sent = commit_bytes(
+                self.client,
+                self.repo,
+                checkpoint_files(self),
+                self.head,
+                message=f"step {step}",
+                card=card,
+                private=True,
             )
         except Conflict as exc:
             raise RuntimeError(
