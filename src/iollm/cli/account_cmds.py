@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 from rich.table import Table
 
-from .common import Ctx, EndpointOpt, HomeOpt, JsonOpt, TokenOpt, emit, errors, stdout
+from .common import Ctx, EndpointOpt, HomeOpt, JsonOpt, TokenOpt, emit, errors, stderr, stdout
 
-token_app = typer.Typer(help="Create and list access tokens.")
+token_app = typer.Typer(help="Create, list and revoke access tokens.")
 user_app = typer.Typer(help="Create and list users (admin).")
 org_app = typer.Typer(help="Organisations: shared namespaces.")
 app = typer.Typer()
@@ -49,7 +50,15 @@ def token_create(
         if user:
             body["user"] = user
         result = client.post_json("/api/tokens", body)
-    emit(ctx, result, lambda r: stdout.print(r["token"]))
+
+    def human(r: dict[str, Any]) -> None:
+        stdout.print(r["token"], highlight=False)  # the only thing on stdout, for $(iollm token create x)
+        if "id" in r:
+            stderr.print(
+                f"token {r['id']} ({r['name']}); revoke it with `iollm token revoke {r['id']}`", markup=False
+            )
+
+    emit(ctx, result, human)
 
 
 @token_app.command("list")
@@ -64,12 +73,46 @@ def token_list(
     def human(r: dict[str, Any]) -> None:
         table = Table("id", "name", "scope", "created", "revoked")
         for t in r["tokens"]:
-            table.add_row(
-                str(t["id"]), t["name"], t["scope"], t["created_at"][:19], "yes" if t["revoked"] else ""
-            )
+            revoked = (t.get("revoked_at") or "yes")[:19] if t["revoked"] else ""
+            table.add_row(str(t["id"]), t["name"], t["scope"], t["created_at"][:19], revoked)
         stdout.print(table)
 
     emit(ctx, result, human)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    ref: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME|ID",
+            help="The token's id or name, as `iollm token list` shows them (not its secret).",
+        ),
+    ],
+    user: Annotated[
+        str | None, typer.Option("--user", help="Admin only: revoke a token of another user.")
+    ] = None,
+    endpoint: EndpointOpt = None,
+    token: TokenOpt = None,
+    home: HomeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Revoke a token: it is refused at once everywhere, for good. Example: iollm token revoke laptop
+
+    A number is taken as an id first; a name must match one live token (else revoke by id)."""
+    ctx = Ctx(endpoint, token, home, as_json)
+    with errors(as_json), ctx.client() as client:
+        params = {"user": user} if user else None
+        result = client.request("DELETE", f"/api/tokens/{quote(ref, safe='')}", params=params).json()
+    emit(
+        ctx,
+        result,
+        lambda r: stdout.print(
+            f"revoked token {r['id']} ({r['name']}) of {r['user']} at {r['revoked_at']}",
+            highlight=False,
+            markup=False,
+        ),
+    )
 
 
 @user_app.command("create")

@@ -52,9 +52,8 @@ def grant(
     """Give a user credits (admin). Example: iollm credits grant alice 25"""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        result = client.post_json(
-            "/api/credits/grant", {"user": user, "amount": parse_credits(amount), "id": transfer_id}
-        )
+        credits = format_credits(parse_credits(amount))  # the API takes a decimal string of credits
+        result = client.post_json("/api/credits/grant", {"user": user, "amount": credits, "id": transfer_id})
     emit(
         ctx,
         result,
@@ -113,8 +112,8 @@ def price_set(
             "/api/prices",
             {
                 "model": model,
-                "prompt_per_million": parse_credits(prompt),
-                "completion_per_million": parse_credits(completion),
+                "prompt_per_million": format_credits(parse_credits(prompt)),
+                "completion_per_million": format_credits(parse_credits(completion)),
             },
         )
     emit(
@@ -194,7 +193,7 @@ def propose(
                 for p, s in zip(provider, share_bps, strict=True)
             ],
             "until": until,
-            "cap": parse_credits(cap) if cap else None,
+            "cap": format_credits(parse_credits(cap)) if cap else None,  # credits as a decimal string
         }
         result = client.post_json(
             "/api/agreements", {"terms": terms, "signature": signing.sign_json(key, terms)}
@@ -253,12 +252,13 @@ def agreements_cmd(
         result = client.get_json("/api/agreements", params={"model": model} if model else {})
 
     def human(r: dict[str, Any]) -> None:
+        from ..mining.agreements import agreement_cap
+
         table = Table("agreement", "v", "model", "state", "providers (bps)", "until / cap")
         for a in r["agreements"]:
             parties = ", ".join(f"{p['id'][:16]}… {p['share_bps']}" for p in a["terms"]["providers"])
-            limit = a["terms"].get("until") or (
-                format_credits(a["terms"]["cap"]) if a["terms"].get("cap") else ""
-            )
+            cap = agreement_cap(a["terms"])
+            limit = a["terms"].get("until") or (format_credits(cap) if cap else "")
             table.add_row(a["id"], str(a["version"]), a["model"], a["state"], parties, limit)
         stdout.print(table)
 

@@ -1,6 +1,9 @@
 """Users, organisations and bearer tokens; who may read and write which namespace.
 
-Tokens are stored only as SHA-256 digests, so a leaked database does not leak credentials.
+Tokens are stored only as SHA-256 digests, so a leaked database does not leak credentials. A token is
+named by its id or its name (both shown by ``iollm token list``), never by its secret. Revoking one
+marks it (``revoked``, ``revoked_at``) instead of deleting it: it is refused from then on, and cannot
+be restored.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from sqlalchemy import select
+from sqlalchemy import inspect, select
+from sqlalchemy.exc import DBAPIError
 
 from ..database import Database, utc_now_iso
 from ..protocol import Conflict, Forbidden, NotFound, ProtocolError, Unauthorized, check_name
@@ -70,6 +74,29 @@ class Identity:
 
 ANONYMOUS = Identity()
 
+# What a token's owner may see of it (everything but the digest).
+_TOKEN_FIELDS = (
+    tokens.c.id,
+    tokens.c.name,
+    tokens.c.scope,
+    tokens.c.created_at,
+    tokens.c.revoked,
+    tokens.c.revoked_at,
+)
+
+
+def _add_revoked_at(db: Database) -> None:
+    """One-time upgrade of a database made before tokens had ``revoked_at`` (``create_all`` adds
+    tables, not columns). Safe when two processes open the same database at once."""
+    if "revoked_at" in {c["name"] for c in inspect(db.engine).get_columns(tokens.name)}:
+        return
+    try:
+        with db.write() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {tokens.name} ADD COLUMN revoked_at VARCHAR(32)")
+    except DBAPIError:
+        if "revoked_at" not in {c["name"] for c in inspect(db.engine).get_columns(tokens.name)}:
+            raise
+
 
 def token_digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
@@ -86,6 +113,8 @@ class Accounts:
         self.db = db
         self._cache: dict[str, tuple[float, Identity]] = {}
         self._cache_lock = threading.Lock()
+        self._generation = 0  # bumped by every change that can invalidate a cached identity
+        _add_revoked_at(db)
 
     # -- users and orgs --------------------------------------------------------------------------
 
@@ -150,51 +179,97 @@ class Accounts:
 
     def create_token(self, user: str, name: str, scope: str = "write") -> str:
         """A new secret for ``user``; only its digest is kept."""
+        return str(self.create_token_record(user, name, scope)["token"])
+
+    def create_token_record(self, user: str, name: str, scope: str = "write") -> dict[str, object]:
+        """A new token for ``user``: its id, name, scope and secret (the secret is shown only now)."""
         if scope not in ("read", "write"):
             raise ProtocolError(f"scope must be read or write, not {scope!r}")
         if not name or len(name) > 96:
             raise ProtocolError("a token needs a name of 1-96 characters")
         secret = new_secret()
+        created_at = utc_now_iso()
         with self.db.write() as conn:
             row = self._user_row(conn, user)
             if row is None or row.kind != "user":
                 raise NotFound(f"user {user!r} does not exist")
-            conn.execute(
+            result = conn.execute(
                 tokens.insert().values(
                     user_id=row.id,
                     name=name,
                     digest=token_digest(secret),
                     scope=scope,
-                    created_at=utc_now_iso(),
+                    created_at=created_at,
+                    revoked=False,
                 )
             )
-        return secret
+            token_id = int(result.inserted_primary_key[0])
+        return {
+            "id": token_id,
+            "user": user,
+            "name": name,
+            "scope": scope,
+            "created_at": created_at,
+            "token": secret,
+        }
 
     def list_tokens(self, user: str) -> list[dict[str, object]]:
         with self.db.read() as conn:
             rows = conn.execute(
-                select(tokens.c.id, tokens.c.name, tokens.c.scope, tokens.c.created_at, tokens.c.revoked)
+                select(*_TOKEN_FIELDS)
                 .join(users, users.c.id == tokens.c.user_id)
                 .where(users.c.name == user)
                 .order_by(tokens.c.id)
             ).all()
         return [dict(r._mapping) for r in rows]
 
-    def revoke_token(self, user: str, token_id: int) -> None:
+    def revoke(self, user: str, ref: str | int) -> dict[str, object]:
+        """Revoke one of ``user``'s tokens, named by id or by name, and return its record.
+
+        A string of digits is an id first (a token named "7" is revoked by name only when ``user``
+        has no token 7). A name must pick one live token; several live tokens of that name are a
+        conflict, to be revoked by id. Revoking a revoked token changes nothing (the first
+        ``revoked_at`` stays). Another user's token is answered exactly like one that does not exist."""
+        text = str(ref)
         with self.db.write() as conn:
             row = self._user_row(conn, user)
-            result = conn.execute(
-                tokens.update()
-                .where((tokens.c.id == token_id) & (tokens.c.user_id == (row.id if row else -1)))
-                .values(revoked=True)
-            )
-            if result.rowcount == 0:
-                raise NotFound(f"token {token_id} of {user!r} does not exist")
-        self._forget_cache()
+            owner = row.id if row is not None and row.kind == "user" else -1
+            owned = select(*_TOKEN_FIELDS).where(tokens.c.user_id == owner)
+            target = None
+            if text.isascii() and text.isdigit() and len(text) <= 18:
+                target = conn.execute(owned.where(tokens.c.id == int(text))).first()
+            if target is None:
+                named = conn.execute(owned.where(tokens.c.name == text).order_by(tokens.c.id)).all()
+                live = [t for t in named if not t.revoked]
+                if len(live) > 1:
+                    ids = ", ".join(str(t.id) for t in live)
+                    raise Conflict(
+                        f"{user!r} has {len(live)} live tokens named {text!r} (ids {ids}): "
+                        "revoke one by its id (`iollm token list` shows them)"
+                    )
+                target = live[0] if live else (named[-1] if named else None)
+            if target is None:
+                raise NotFound(
+                    f"{user!r} has no token with the id or name {text!r}; `iollm token list` shows them"
+                )
+            record = dict(target._mapping)
+            if not target.revoked:
+                record["revoked"], record["revoked_at"] = True, utc_now_iso()
+                conn.execute(
+                    tokens.update()
+                    .where((tokens.c.id == target.id) & (tokens.c.revoked.is_(False)))
+                    .values(revoked=True, revoked_at=record["revoked_at"])
+                )
+        self._forget_cache()  # no cached identity outlives the revocation
+        return {"user": user, **record}
+
+    def revoke_token(self, user: str, token_id: int) -> None:
+        self.revoke(user, token_id)
 
     def _forget_cache(self) -> None:
         with self._cache_lock:
             self._cache.clear()
+            self._generation += 1
 
     def recent(self, secret: str | None) -> Identity | None:
         """The identity for a token seen in the last few seconds, without touching the database."""
@@ -234,6 +309,7 @@ class Accounts:
             hit = self._cache.get(digest)
             if hit is not None and now - hit[0] < _CACHE_SECONDS:
                 return hit[1]
+            generation = self._generation
         with self.db.read() as conn:
             row = conn.execute(
                 select(users.c.id, users.c.name, users.c.is_admin, tokens.c.scope, tokens.c.revoked)
@@ -258,5 +334,6 @@ class Accounts:
             orgs={o.name: o.role for o in orgs},
         )
         with self._cache_lock:
-            self._cache[digest] = (now, identity)
+            if generation == self._generation:  # not if a revocation landed while we read the row
+                self._cache[digest] = (now, identity)
         return identity

@@ -46,6 +46,7 @@ tokens = Table(
     Column("scope", String(8), nullable=False),  # "read" | "write"
     Column("created_at", String(32), nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
+    Column("revoked_at", String(32), nullable=True),  # set once, when revoked; never cleared
 )
 
 repos = Table(

@@ -19,10 +19,21 @@ from sqlalchemy import Connection, select
 from .. import signing
 from ..database import Database, utc_now_iso
 from ..hub import Hub, Identity
-from ..money import BPS_SCALE, MAX_MICRO
+from ..money import BPS_SCALE, credits_from_json, parse_credits
 from ..protocol import Conflict, Forbidden, NotFound, ProtocolError
 from .tables import agreements, keys
 from .tamperlog import TamperLog
+
+
+def agreement_cap(terms: dict[str, Any]) -> int | None:
+    """The cap of signed terms in micro-credits: a decimal string of credits (an integer of
+    micro-credits in terms signed before amounts became strings)."""
+    cap = terms.get("cap")
+    if cap is None or cap == "":
+        return None
+    if isinstance(cap, int) and not isinstance(cap, bool):
+        return cap
+    return parse_credits(str(cap))
 
 
 def new_agreement_id() -> str:
@@ -66,6 +77,14 @@ class Agreements:
         ).all()
 
     def _check_terms(self, conn: Connection, caller: Identity, terms: dict[str, Any]) -> None:
+        until, cap = terms.get("until"), terms.get("cap")
+        if cap is not None:
+            credits_from_json(cap, "cap")  # credits as a decimal string, kept as signed
+        if until is not None:
+            try:
+                datetime.fromisoformat(str(until).replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise ProtocolError("until must be an ISO date, e.g. 2027-12-31") from exc
         model = str(terms.get("model", ""))
         repo = self.hub.get_repo(caller, "model", model)
         caller.require_write(repo.namespace)  # only the model's designer proposes
@@ -94,16 +113,6 @@ class Agreements:
                 f"shares exceed 100%: these {total} bps plus {others} bps already promised plus the "
                 f"platform fee of {self.fee_bps} bps is more than 10000"
             )
-        until, cap = terms.get("until"), terms.get("cap")
-        if until is not None:
-            try:
-                datetime.fromisoformat(str(until).replace("Z", "+00:00"))
-            except ValueError as exc:
-                raise ProtocolError("until must be an ISO date, e.g. 2027-12-31") from exc
-        if cap is not None and (
-            not isinstance(cap, int) or isinstance(cap, bool) or not 0 < cap <= MAX_MICRO
-        ):
-            raise ProtocolError("cap is a positive integer of micro-credits")
 
     def propose(self, caller: Identity, terms: dict[str, Any], signature: str) -> dict[str, Any]:
         """The designer proposes terms (a new agreement, or a new version of one), signed by their key."""

@@ -34,7 +34,7 @@ def mining(request: Request):
 async def grant(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
     data = await body(request)
     return await run_in_threadpool(
-        mining(request).grant, who, str(data.get("user", "")), data.get("amount"), data.get("id")
+        mining(request).grant, who, data.get("user"), data.get("amount"), data.get("id")
     )
 
 

@@ -5,6 +5,12 @@ one transaction with the "billed" marker): the caller pays the model's price; th
 the platform and a configured part of it to the reward pool; each investor in force receives its share
 in proportion to its metered, undisputed compute for the model; the designer receives the rest.
 Every split is exact (largest remainder), so the parts always sum to the charge.
+
+A priced call is admitted only by a hold: once its prompt is tokenized, and before its first token,
+the most it can cost (its prompt and ``max_tokens``, or the rest of the context, at the model's price)
+moves from the caller's wallet to escrow, in the ledger's own transaction, so two calls (threads or
+processes) cannot both spend the same credits. Billing the call's usage record gives the hold back and
+charges the actual cost in one transaction; the hold is never smaller than that cost.
 """
 
 from __future__ import annotations
@@ -19,15 +25,26 @@ from sqlalchemy import Connection, func, select
 
 from ..database import Database, insert_ignore, utc_now_iso
 from ..hub import Hub, Identity
-from ..money import BPS_SCALE, MAX_MICRO, allocate, price_for_tokens
+from ..money import BPS_SCALE, MAX_MICRO, allocate, credits_from_json, format_credits, price_for_tokens
 from ..protocol import Forbidden, ProtocolError
 from ..runtime import UsageLog
-from .agreements import Agreements
+from ..runtime.service import CallBound
+from ..runtime.usage import usage as usage_records
+from .agreements import Agreements, agreement_cap
 from .ledger import FEES, REWARDS, InsufficientFunds, Ledger, Transfer
 from .tables import billed, prices, transfers
 
 log = logging.getLogger("iollm.mining")
 CURSOR = "usage"
+HOLD_PREFIX = "usage:"  # a call's hold is named after its usage record, which settles it
+
+
+def call_hold(usage_id: str) -> str:
+    return HOLD_PREFIX + usage_id
+
+
+def _priced(price: dict[str, Any] | None) -> bool:
+    return price is not None and (price["prompt_per_million"] > 0 or price["completion_per_million"] > 0)
 
 
 @dataclass(frozen=True)
@@ -86,8 +103,12 @@ class Billing:
     # -- prices ----------------------------------------------------------------------------------
 
     def set_price(
-        self, caller: Identity, model: str, prompt_per_million: int, completion_per_million: int
+        self, caller: Identity, model: str, prompt_per_million: object, completion_per_million: object
     ) -> dict:
+        """Prices arrive as decimal strings of credits per million tokens; they are stored, and
+        answered, as integers of micro-credits per million tokens."""
+        prompt = credits_from_json(prompt_per_million, "prompt_per_million", allow_zero=True)
+        completion = credits_from_json(completion_per_million, "completion_per_million", allow_zero=True)
         repo = self.hub.get_repo(caller, "model", model)
         designer = caller.require_user()
         if repo.namespace == "path":
@@ -96,13 +117,10 @@ class Billing:
                 raise Forbidden(f"only the designer of {model} may price it")
         else:
             caller.require_write(repo.namespace)
-        for value in (prompt_per_million, completion_per_million):
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MICRO:
-                raise ProtocolError("prices are non-negative integers of micro-credits per million tokens")
         row = {
             "model": model,
-            "prompt_per_million": prompt_per_million,
-            "completion_per_million": completion_per_million,
+            "prompt_per_million": prompt,
+            "completion_per_million": completion,
             "designer": designer,
             "updated_at": utc_now_iso(),
         }
@@ -117,13 +135,17 @@ class Billing:
         return dict(row._mapping) if row else None
 
     def _price_of(self, model_id: str, repo: str) -> dict[str, Any] | None:
-        """The price of a model id, else of its repository: one read on every inference call's path."""
+        """The price a call will be billed at (``bill`` looks it up the same way): its repository's (an
+        environment's base weights), else its model id's. One read on every inference call's path."""
         with self.db.read() as conn:
             rows = {
                 r.model: dict(r._mapping)
                 for r in conn.execute(select(prices).where(prices.c.model.in_({model_id, repo})))
             }
-        return rows.get(model_id) or rows.get(repo)
+        return rows.get(repo) or rows.get(model_id)
+
+    def _call_price(self, spec: Any) -> dict[str, Any] | None:
+        return self._price_of(spec.model_id, spec.base_repo or spec.repo)
 
     def list_prices(self) -> list[dict[str, Any]]:
         with self.db.read() as conn:
@@ -132,19 +154,78 @@ class Billing:
     # -- admission (before inference) ------------------------------------------------------------
 
     def admit(self, caller: Identity, spec: Any) -> None:
-        """Refuse a call to a priced model when the caller cannot pay for a short answer."""
-        price = self._price_of(spec.model_id, spec.repo)
-        if not price or (price["prompt_per_million"] == 0 and price["completion_per_million"] == 0):
+        """Refuse, before the model is even loaded, a priced call from a caller with nothing to spend.
+        What admits a call is the hold ``reserve`` takes once its prompt is tokenized."""
+        price = self._call_price(spec)
+        if not _priced(price):
             return
         if caller.anonymous:
             raise InsufficientFunds(f"{spec.model_id} is priced: call it with a token whose user has credits")
-        needed = price_for_tokens(256, 256, price["prompt_per_million"], price["completion_per_million"])
-        balance = self.ledger.balance(f"user:{caller.name}")
-        if balance < needed:
+        if self.ledger.balance(f"user:{caller.name}") <= 0:
             raise InsufficientFunds(
-                f"user {caller.name} has {balance} micro-credits; a call to {spec.model_id} needs at least "
-                f"{needed} (512 tokens at its price). Ask an admin: `iollm credits grant {caller.name} AMOUNT`"
+                f"user {caller.name} has no credits free for a call to {spec.model_id}, which is priced. "
+                f"Ask an admin: `iollm credits grant {caller.name} AMOUNT`"
             )
+
+    def reserve(self, caller: Identity, spec: Any, bound: CallBound) -> None:
+        """Hold the most a priced call can cost, or refuse it (402): atomic with every other hold and
+        charge, so concurrent calls can never together spend more than the caller has."""
+        price = self._call_price(spec)
+        if not _priced(price):
+            return
+        assert price is not None
+        if caller.anonymous:
+            raise InsufficientFunds(f"{spec.model_id} is priced: call it with a token whose user has credits")
+        if bound.completion_tokens is None:
+            raise ProtocolError(
+                f"{spec.model_id} is priced and its engine does not report a context length, so nothing "
+                "bounds the answer: send max_tokens, and that many tokens are reserved",
+                param="max_tokens",
+            )
+        try:
+            most = price_for_tokens(
+                bound.prompt_tokens,
+                bound.completion_tokens,
+                price["prompt_per_million"],
+                price["completion_per_million"],
+            )
+        except ValueError:
+            most = MAX_MICRO + 1
+        if most <= 0:
+            return
+        account = f"user:{caller.name}"
+        tokens = (
+            f"{bound.prompt_tokens} prompt tokens{'' if bound.prompt_exact else ' at most'} and "
+            f"{bound.completion_tokens} completion tokens"
+        )
+        if most <= MAX_MICRO:
+            try:
+                self.ledger.hold(call_hold(bound.call_id), account, most, f"{spec.model_id}: {tokens}")
+                return
+            except InsufficientFunds:
+                pass
+        free = self.ledger.balance(account)
+        raise InsufficientFunds(
+            f"user {caller.name} has {format_credits(free)} credits free; this call to {spec.model_id} "
+            f"may cost up to {format_credits(min(most, MAX_MICRO))} ({tokens} at its price), which is "
+            "held until the call ends. Send a lower max_tokens (without one, the whole context is "
+            f"held) or ask an admin: `iollm credits grant {caller.name} AMOUNT`"
+        )
+
+    def release_orphans(self) -> int:
+        """Give back the holds of calls that will never be billed: the node stopped before their usage
+        record was written. Run when the node starts, before it serves a call."""
+        released = 0
+        for hold in self.ledger.pending_holds(HOLD_PREFIX):
+            usage_id = hold["id"].removeprefix(HOLD_PREFIX)
+            with self.db.read() as conn:
+                found = conn.execute(select(usage_records.c.id).where(usage_records.c.id == usage_id)).first()
+            if found is None:
+                self.ledger.void(hold["id"])
+                released += 1
+        if released:
+            log.warning("gave back %d holds of calls that ended without a usage record", released)
+        return released
 
     # -- billing ---------------------------------------------------------------------------------
 
@@ -157,7 +238,7 @@ class Billing:
         compute = self.compute_for_model(model)
         out: dict[str, tuple[int, int, str]] = {}
         for agreement in self.agreements.in_force(model):
-            cap = agreement["terms"].get("cap")
+            cap = agreement_cap(agreement["terms"])
             paid = self._paid(agreement["id"]) if cap else 0
             if cap and paid >= cap:
                 continue
@@ -176,65 +257,79 @@ class Billing:
             )
 
     def bill(self, record: dict[str, Any]) -> dict[str, Any]:
-        """Charge one usage record and distribute it; exactly once per record."""
+        """Charge one usage record and distribute it; exactly once per record. The call's hold (if it
+        had one) is given back and the actual cost charged in the same transaction."""
         model = record["model"] if record["backend"] == "path" else record["repo"]
         price = self.price(model) or self.price(record["model"])
-        charge = 0
+        cost = 0
         if price and record["status"] != "error":
-            charge = price_for_tokens(
+            cost = price_for_tokens(
                 record["prompt_tokens"],
                 record["completion_tokens"],
                 price["prompt_per_million"],
                 price["completion_per_million"],
             )
-        state, detail, batch = "free", {}, []
-        if charge and record["caller"] != "anonymous":
-            payer = f"user:{record['caller']}"
-            available = self.ledger.balance(payer)
-            if available < charge:
-                detail["shortfall"] = charge - available
-                charge = available
-                state = "short"
-            else:
-                state = "billed"
-            if charge:
-                investors = self.investors(model)
-                parts = split_charge(charge, self.fees, {p: (bps, c) for p, (bps, c, _) in investors.items()})
-                batch = self._transfers(record, model, price["designer"], payer, charge, parts, investors)
-                detail["parts"] = parts
-        elif charge:
-            state, detail = "refused", {"reason": "anonymous caller"}
-            charge = 0
+        paying = bool(cost) and record["caller"] != "anonymous"
+        investors = self.investors(model) if paying else {}
+        payer = f"user:{record['caller']}"
+        outcome: dict[str, Any] = {}
 
-        def mark(conn: Connection) -> None:
+        def settle(conn: Connection) -> None:
+            done = conn.execute(
+                select(billed).where((billed.c.ref_type == "usage") & (billed.c.ref_id == record["id"]))
+            ).first()
+            if done is not None:  # billed before: only the cursor moves
+                self.ledger.release_in(conn, call_hold(record["id"]))
+                outcome.update(state=done.state, charge=int(done.amount), **json.loads(done.detail))
+                self._mark(conn, record, None)
+                return
+            held = self.ledger.release_in(conn, call_hold(record["id"]), "the call's charge replaces it")
+            state, detail, charge, batch = "free", {}, cost, []
+            if paying:
+                assert price is not None
+                available = self.ledger.balance_in(conn, payer)
+                if available < charge:  # only a call that had no hold, or outgrew it, can fall short
+                    detail["shortfall"] = charge - available
+                    charge = available
+                    state = "short"
+                else:
+                    state = "billed"
+                if charge:
+                    parts = split_charge(
+                        charge, self.fees, {p: (bps, c) for p, (bps, c, _) in investors.items()}
+                    )
+                    batch = self._transfers(record, model, price["designer"], payer, charge, parts, investors)
+                    detail["parts"] = parts
+            elif cost:
+                state, detail, charge = "refused", {"reason": "anonymous caller"}, 0
+            if held:
+                detail["held"] = held
+            self.ledger.apply_batch(conn, batch)
+            self._mark(conn, record, {"amount": charge, "state": state, "detail": json.dumps(detail)})
+            outcome.update(state=state, charge=charge, **detail)
+
+        self.ledger.transfer(extra=settle)  # hold, charge, split, billed marker and cursor: one transaction
+        return {"usage": record["id"], **outcome}
+
+    @staticmethod
+    def _mark(conn: Connection, record: dict[str, Any], row: dict[str, Any] | None) -> None:
+        """Record the outcome (``row``) of billing ``record`` and move the cursor past it."""
+        now = utc_now_iso()
+        if row is not None:
             insert_ignore(
-                conn,
-                billed,
-                [
-                    {
-                        "ref_type": "usage",
-                        "ref_id": record["id"],
-                        "amount": charge,
-                        "state": state,
-                        "detail": json.dumps(detail),
-                        "created_at": utc_now_iso(),
-                    },
-                ],
+                conn, billed, [{"ref_type": "usage", "ref_id": record["id"], **row, "created_at": now}]
             )
-            conn.execute(billed.delete().where(billed.c.ref_type == "usage-seq"))
-            conn.execute(
-                billed.insert().values(
-                    ref_type="usage-seq",
-                    ref_id=str(record["seq"]).zfill(20),
-                    amount=0,
-                    state="cursor",
-                    detail="{}",
-                    created_at=utc_now_iso(),
-                )
+        conn.execute(billed.delete().where(billed.c.ref_type == "usage-seq"))
+        conn.execute(
+            billed.insert().values(
+                ref_type="usage-seq",
+                ref_id=str(record["seq"]).zfill(20),
+                amount=0,
+                state="cursor",
+                detail="{}",
+                created_at=now,
             )
-
-        self.ledger.transfer(*batch, extra=mark)  # transfers, billed marker and cursor: one transaction
-        return {"usage": record["id"], "state": state, "charge": charge, **detail}
+        )
 
     def _transfers(self, record, model, designer, payer, charge, parts, investors) -> list[Transfer]:
         base = f"usage:{record['id']}"

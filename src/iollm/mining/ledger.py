@@ -499,11 +499,41 @@ class Ledger:
 
         self.transfer(extra=cancel)
 
+    def release_in(self, conn: Connection, hold_id: str, memo: str = "") -> int:
+        """Inside the caller's ledger transaction (an ``extra``): give a pending hold back to its account
+        in full, so that a charge made next in the same transaction is checked against the real balance.
+        Returns the amount released: 0 when there is no such hold or it was settled already."""
+        row = conn.execute(select(holds).where(holds.c.id == hold_id)).first()
+        if row is None or row.state != "pending":
+            return 0
+        self.apply(
+            conn,
+            Transfer(f"release:{hold_id}", ESCROW, row.account, row.amount, "release", "hold", hold_id, memo),
+        )
+        conn.execute(holds.update().where(holds.c.id == hold_id).values(state="released"))
+        return int(row.amount)
+
+    def pending_holds(self, prefix: str = "") -> list[dict[str, Any]]:
+        """Holds not settled yet (whose ids start with ``prefix``), oldest first."""
+        with self.db.read() as conn:
+            rows = conn.execute(
+                select(holds)
+                .where((holds.c.state == "pending") & holds.c.id.startswith(prefix, autoescape=True))
+                .order_by(holds.c.created_at)
+            ).all()
+        return [dict(row._mapping) for row in rows]
+
     # -- views -----------------------------------------------------------------------------------
 
     def balance(self, account: str) -> int:
+        """What the account can spend: holds in progress are not part of it."""
         with self.db.read() as conn:
-            row = conn.execute(select(accounts.c.balance).where(accounts.c.id == account)).first()
+            return self.balance_in(conn, account)
+
+    @staticmethod
+    def balance_in(conn: Connection, account: str) -> int:
+        """The balance as the caller's transaction sees it (inside an ``extra``: exact, under the lock)."""
+        row = conn.execute(select(accounts.c.balance).where(accounts.c.id == account)).first()
         return int(row[0]) if row else 0
 
     def balances(self) -> dict[str, int]:

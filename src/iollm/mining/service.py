@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -14,18 +15,21 @@ from sqlalchemy import select
 
 from ..database import Database
 from ..hub import Hub, Identity
-from ..money import MAX_MICRO, MICRO, parse_credits
-from ..protocol import Forbidden, NotFound, ProtocolError
+from ..hub.tables import users as hub_users
+from ..money import MICRO, credits_from_json
+from ..protocol import Forbidden, NotFound, ProtocolError, check_name, split_repo_id
 from ..runtime import UsageLog
 from .agreements import Agreements
 from .billing import Billing, Fees
-from .ledger import ISSUANCE, Ledger, Transfer, check_account
+from .ledger import ESCROW, FEES, ISSUANCE, REWARDS, Ledger, Transfer, check_account
 from .rewards import Rewards
 from .tables import log_entries, metadata, transfers
 from .tamperlog import TamperLog
 from .verify import verify_ledger
 
 log = logging.getLogger("iollm.mining")
+PLATFORM_ACCOUNTS = tuple(a.removeprefix("platform:") for a in (ISSUANCE, FEES, REWARDS, ESCROW))
+_PROVIDER_ID = re.compile(r"[A-Za-z0-9]{1,16}:[A-Za-z0-9_-]{1,120}", re.ASCII)
 
 
 @dataclass
@@ -96,14 +100,16 @@ class Mining:
     # -- credits and accounts --------------------------------------------------------------------
 
     def grant(
-        self, caller: Identity, user: str, amount: Any, transfer_id: str | None = None
+        self, caller: Identity, user: object, amount: object, transfer_id: object = None
     ) -> dict[str, Any]:
+        """Credits from issuance to an existing user's wallet; ``amount`` is a decimal string of credits."""
         caller.require_admin()
-        micro = (
-            amount if isinstance(amount, int) and not isinstance(amount, bool) else parse_credits(str(amount))
-        )
-        if not 0 < micro <= MAX_MICRO:
-            raise ProtocolError("grant a positive amount")
+        micro = credits_from_json(amount, "amount")
+        if not isinstance(user, str):
+            raise ProtocolError('user must be the name of a user, e.g. "alice"', param="user")
+        self.require_user(check_name(user, "user name"))
+        if transfer_id is not None and (not isinstance(transfer_id, str) or not 0 < len(transfer_id) <= 200):
+            raise ProtocolError("id must be a string of 1-200 characters", param="id")
         ident = transfer_id or f"grant:{user}:{os.urandom(8).hex()}"
         self.ledger.transfer(
             Transfer(
@@ -117,11 +123,43 @@ class Mining:
             "balance": self.ledger.balance(f"user:{user}"),
         }
 
+    def require_user(self, name: str) -> None:
+        """Wallets and earnings belong to users of this hub: anyone else is a 404 that names them."""
+        with self.db.read() as conn:
+            row = conn.execute(select(hub_users.c.kind).where(hub_users.c.name == name)).first()
+        if row is None:
+            raise NotFound(f"user {name!r} does not exist; create it with `iollm user create {name}`")
+        if row.kind != "user":
+            raise NotFound(f"{name!r} is an organisation: credits belong to users")
+
+    @staticmethod
+    def check_account(account: object) -> tuple[str, str]:
+        """An account named in a request, well formed (a 400 otherwise): (kind, name)."""
+        kind = check_account(account)  # type: ignore[arg-type]
+        name = str(account).split(":", 1)[1]
+        if kind in ("user", "designer"):
+            check_name(name, f"{kind} name")
+        elif kind == "model":
+            split_repo_id(name)
+        elif kind == "provider":
+            if not _PROVIDER_ID.fullmatch(name):
+                raise ProtocolError(f"invalid provider id {name!r}: expected ed25519:<base64url key>")
+        elif name not in PLATFORM_ACCOUNTS:
+            raise ProtocolError(
+                f"invalid account {account!r}: the platform's are {', '.join(PLATFORM_ACCOUNTS)}"
+            )
+        return kind, name
+
     def can_see(self, caller: Identity, account: str) -> None:
-        kind = check_account(account)
-        name = account.split(":", 1)[1]
-        if caller.is_admin:
-            return
+        """Well formed (400), the caller's to read (403), and a wallet or earnings of a user that exists
+        (404; told only to an admin, so nobody else can probe for users)."""
+        kind, name = self.check_account(account)
+        if not caller.is_admin:
+            self._may_read(caller, kind, name, account)
+        if kind in ("user", "designer"):
+            self.require_user(name)
+
+    def _may_read(self, caller: Identity, kind: str, name: str, account: str) -> None:
         user = caller.require_user()
         if kind in ("user", "designer") and name == user:
             return
@@ -222,6 +260,11 @@ class Mining:
         return {"billed": billed, "rewards": rewarded}
 
     def start(self) -> None:
+        try:
+            self.billing.release_orphans()  # calls cut off by the last stop; none run yet
+        except Exception:
+            log.exception("could not give back the holds of calls cut off by the last stop")
+
         def loop() -> None:
             while not self._stop.wait(self.config.loop_seconds):
                 try:

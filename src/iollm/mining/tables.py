@@ -56,7 +56,7 @@ holds = Table(
     Column("id", String(200), primary_key=True),
     Column("account", String(200), nullable=False),
     Column("amount", BigInteger, nullable=False),
-    Column("state", String(12), nullable=False),  # pending | posted | voided
+    Column("state", String(12), nullable=False),  # pending | posted | voided | released
     Column("created_at", String(32), nullable=False),
 )
 

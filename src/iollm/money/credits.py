@@ -13,12 +13,15 @@ from collections.abc import Hashable, Mapping, Sequence
 from decimal import Decimal
 from typing import Generic, NamedTuple, TypeVar, overload
 
+from ..protocol.errors import ProtocolError
+
 __all__ = [
     "BPS_SCALE",
     "MAX_MICRO",
     "MICRO",
     "BpsSplit",
     "allocate",
+    "credits_from_json",
     "format_credits",
     "parse_credits",
     "price_for_tokens",
@@ -77,6 +80,41 @@ def parse_credits(value: str | Decimal, *, allow_negative: bool = False) -> int:
         raise ValueError(f"{value!r} has more than {DECIMALS} decimal places (1 micro-credit is the unit)")
     micro = int(whole or "0") * MICRO + int(frac[:DECIMALS].ljust(DECIMALS, "0"))
     return _check_range(-micro if sign == "-" else micro, "amount", allow_negative=allow_negative)
+
+
+def credits_from_json(value: object, field: str = "amount", *, allow_zero: bool = False) -> int:
+    """An amount of credits as an API receives it -> integer micro-credits; anything else is a 400.
+
+    The one format every route takes: a decimal string of credits (``"2"``, ``"2.5"``, at most six
+    decimals). A JSON number is refused, never guessed at: ``2`` could mean credits or micro-credits,
+    and ``2.5`` has already been through a float. Zero is refused unless ``allow_zero`` (prices).
+    """
+    if not isinstance(value, str):
+        raise ProtocolError(
+            f'{field}: give credits as a decimal string like "2.5", not {_json_kind(value)} '
+            "(a bare number could mean credits or micro-credits)",
+            param=field,
+        )
+    try:
+        micro = parse_credits(value)
+    except (TypeError, ValueError) as exc:
+        message = str(exc).replace("amount must", f"{field} must")
+        raise ProtocolError(
+            message if message.startswith(field) else f"{field}: {message}", param=field
+        ) from None
+    if micro == 0 and not allow_zero:
+        raise ProtocolError(f"{field} must be more than 0 credits", param=field)
+    return micro
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"[:60]
+    return "an object" if isinstance(value, dict) else "a list" if isinstance(value, list) else "that"
 
 
 def format_credits(micro: int) -> str:

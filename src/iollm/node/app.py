@@ -81,6 +81,7 @@ def open_node(config: NodeConfig) -> NodeParts:
     )
     mining = Mining(db, hub, runtime.usage, key, MiningConfig.from_env(), compute, submission_lookup(db))
     runtime.admission.append(mining.billing.admit)  # priced models refuse callers without credits
+    runtime.reservation = mining.billing.reserve  # and hold each call's most cost before its first token
     return NodeParts(config, layout, db, store, accounts, hub, runtime, workers, compute, mining)
 
 

@@ -23,6 +23,7 @@ from .backends import ChatMessage
 from .envfile import parse_envfile
 from .openai_api import first_then_rest
 from .resolve import ENVFILE, ModelSpec, split_model_id
+from .sampling import check_sampling
 from .service import CallInfo, Runtime, params_for
 
 router = APIRouter(prefix="/api")
@@ -60,10 +61,11 @@ async def body_of(request: Request) -> dict[str, Any]:
 
 
 def options(body: dict[str, Any]) -> dict[str, Any]:
+    """The sampling options of a request, checked (runtime.sampling) before any model is looked up."""
     raw = body.get("options") or {}
     if not isinstance(raw, dict):
-        raise ProtocolError("options must be an object")
-    return {k: raw[k] for k in _OPTION_NAMES if k in raw}
+        raise ProtocolError("options must be an object", param="options")
+    return check_sampling({k: raw[k] for k in _OPTION_NAMES if k in raw})
 
 
 def final_stats(info: CallInfo, started: float) -> dict[str, Any]:
@@ -144,9 +146,10 @@ async def chat(request: Request, who: Identity = Depends(caller)):
     messages = [
         ChatMessage(str(m.get("role", "user")), str(m.get("content", ""))) for m in raw if isinstance(m, dict)
     ]
+    wanted = options(body)
     spec = rt.resolve(who, body["model"])
     messages = rt.messages_for(spec, messages)
-    params = params_for(spec, options(body))
+    params = params_for(spec, wanted)
     if not messages:  # Ollama loads the model and answers done on an empty chat
         return JSONResponse(
             {
@@ -166,8 +169,9 @@ async def chat(request: Request, who: Identity = Depends(caller)):
 async def generate(request: Request, who: Identity = Depends(caller)):
     body = await body_of(request)
     rt: Runtime = request.app.state.runtime
+    wanted = options(body)
     spec = rt.resolve(who, body["model"])
-    params = params_for(spec, options(body))
+    params = params_for(spec, wanted)
     prompt = str(body.get("prompt") or "")
     if body.get("raw"):
         return await respond(

@@ -28,6 +28,7 @@ from ..hub import Identity
 from ..hub.deps import caller
 from ..protocol import IollmError, ProtocolError
 from .backends import ChatMessage, TokenLogprob, logprobs_json
+from .sampling import check_sampling
 from .service import CallInfo, Runtime, params_for
 
 router = APIRouter(prefix="/v1")
@@ -125,22 +126,33 @@ def chat_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
 MAX_LOGPROBS = 5  # OpenAI's limit for the legacy completions API
 
 
+_SAMPLING_FIELDS = (
+    "temperature",
+    "top_p",
+    "seed",
+    "stop",
+    "max_tokens",
+    "max_completion_tokens",
+    "presence_penalty",
+    "frequency_penalty",
+)
+
+
 def sampling(body: BaseModel, score_only: bool = False) -> dict[str, Any]:
-    """Sampling fields of a request; ``score_only`` allows ``max_tokens: 0`` (echo: score, generate none)."""
-    fields = body.model_dump()
-    limit = fields.get("max_completion_tokens") or fields.get("max_tokens")
-    if limit is not None and limit < 1 and not (limit == 0 and score_only):
-        hint = " (0 is allowed only with echo=true, to score the prompt)" if limit == 0 else ""
-        raise ProtocolError(f"max_tokens must be at least 1{hint}", param="max_tokens")
-    return {
-        "temperature": fields.get("temperature"),
-        "top_p": fields.get("top_p"),
-        "seed": fields.get("seed"),
-        "stop": fields.get("stop"),
-        "max_tokens": limit,
-        "presence_penalty": fields.get("presence_penalty"),
-        "frequency_penalty": fields.get("frequency_penalty"),
-    }
+    """Sampling fields of a request, checked (runtime.sampling) before any model is looked up;
+    ``score_only`` allows a limit of 0 (completions with echo: score the prompt, generate nothing)."""
+    fields = check_sampling({name: getattr(body, name, None) for name in _SAMPLING_FIELDS})
+    name = "max_completion_tokens" if fields["max_completion_tokens"] is not None else "max_tokens"
+    limit = fields[name]
+    if limit is not None and limit < 1 and not score_only:
+        raise ProtocolError(
+            f"invalid {name!r}: it must be at least 1 (0 is allowed only on /v1/completions with "
+            "echo=true, to score the prompt)",
+            param=name,
+        )
+    fields["max_tokens"] = limit
+    del fields["max_completion_tokens"]
+    return fields
 
 
 def usage_json(info: CallInfo) -> dict[str, int]:
@@ -347,13 +359,14 @@ async def chat_completions(request: Request, who: Identity = Depends(caller)):
                 f"{name} is not supported by /v1/chat/completions yet; use /v1/completions with logprobs",
                 param=name,
             )
+    wanted = sampling(body)  # a bad value is refused before the model is looked up
     handler = virtual_for(request, body.model)
     if handler is not None:
         return await serve_virtual(handler, who, body)
     rt = runtime(request)
     spec = rt.resolve(who, body.model)
     messages = rt.messages_for(spec, chat_messages(body.messages))
-    params = params_for(spec, sampling(body))
+    params = params_for(spec, wanted)
     info: list[CallInfo] = []
     pieces = rt.generate(
         who,
@@ -403,9 +416,10 @@ async def completions(request: Request, who: Identity = Depends(caller)):
     if body.n != 1:
         raise ProtocolError("n > 1 is not supported; send several requests", param="n")
     check_logprobs(body.logprobs)
+    wanted = sampling(body, score_only=body.echo)  # a bad value is refused before the model is looked up
     rt = runtime(request)
     spec = rt.resolve(who, body.model)
-    params = params_for(spec, sampling(body, score_only=body.echo))
+    params = params_for(spec, wanted)
     params.logprobs = body.logprobs
     params.prompt_logprobs = body.echo and body.logprobs is not None
     # text_offset counts from the start of the returned text: the prompt under echo, else what follows it

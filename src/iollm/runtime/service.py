@@ -3,6 +3,11 @@ stream pieces back to the event loop, and write exactly one usage record per cal
 
 The generation thread owns the engine until it finishes: it releases the engine's slot and writes the
 usage record itself, so a client that disconnects cannot leave an engine busy or a call unmetered.
+
+Priced calls are reserved before their first token: once the engine has tokenized the prompt, the
+``reservation`` hook (the mining layer's) is told the most the call can process (``CallBound``) and
+holds its price in the ledger, or refuses the call. The hold is settled when the call's usage record is
+billed, so every call that got one writes its record, whether it ends, fails or loses its client.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from ..protocol import Unauthorized
 from .backends import Backend, ChatMessage, Counts, Embedding, GenerationParams, Piece
 from .manager import Loaded, ModelManager
 from .resolve import ModelSpec, Resolver
+from .sampling import check_sampling
 from .usage import UsageLog, UsageRecord
 
 _END = object()
@@ -41,11 +47,82 @@ _PARAM_NAMES = {
 
 Admission = Callable[[Identity, ModelSpec], None]
 
+# A token stands for at least one byte of the text it encodes (byte-level BPE; SentencePiece falls back
+# to bytes), so when an engine cannot count a prompt before it answers (a remote server), its UTF-8
+# length plus room for the chat template's special tokens bounds the prompt's tokens.
+TEMPLATE_TOKENS_PER_MESSAGE = 16
+TEMPLATE_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class CallBound:
+    """The most one call can process, known before its first token: what a priced call reserves.
+
+    ``prompt_tokens`` is the exact count when the engine tokenized the prompt up front (``prompt_exact``),
+    else an upper bound; ``completion_tokens`` is None when nothing bounds the answer (no ``max_tokens``
+    and a context the engine does not report)."""
+
+    call_id: str  # the usage record's id: billing that record settles the reservation
+    kind: str
+    prompt_tokens: int
+    prompt_exact: bool
+    completion_tokens: int | None
+
+
+Reserve = Callable[[Identity, ModelSpec, CallBound], None]
+
+
+def call_bound(
+    call_id: str, kind: str, counts: Counts, params: GenerationParams, context: int, prompt_bound: int
+) -> CallBound:
+    """The bound of a call whose engine has ``context`` tokens (0: unknown) and has or has not counted
+    the prompt yet (``counts.prompt_tokens``); ``prompt_bound`` is the prompt's byte bound."""
+    exact = counts.prompt_tokens > 0
+    if context > 0:
+        # An engine that did not count the prompt may add a system prompt or template of its own.
+        prompt = min(counts.prompt_tokens, context) if exact else context
+        room = context - prompt if exact else context
+        completion = room if params.max_tokens is None else min(params.max_tokens, room)
+    else:
+        prompt = counts.prompt_tokens if exact else prompt_bound
+        completion = params.max_tokens
+    return CallBound(call_id, kind, prompt, exact, completion)
+
+
+class _Reserving:
+    """The engine as one call's ``run`` sees it: right after the engine is handed the prompt (llama.cpp
+    and transformers tokenize it then; generation starts only when the pieces are read), ``reserve``
+    gets the call's bound, and a refusal ends the call before any token is generated."""
+
+    def __init__(self, backend: Backend, reserve: Callable[[Counts, GenerationParams, int], None]) -> None:
+        self._backend = backend
+        self._reserve = reserve
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def chat(
+        self, messages: list[ChatMessage], params: GenerationParams, counts: Counts, cancel: threading.Event
+    ) -> Iterator[Piece]:
+        pieces = self._backend.chat(messages, params, counts, cancel)
+        size = sum(len(m.content.encode()) + TEMPLATE_TOKENS_PER_MESSAGE for m in messages)
+        self._reserve(counts, params, size + TEMPLATE_TOKENS)
+        return pieces
+
+    def complete(
+        self, prompt: str, params: GenerationParams, counts: Counts, cancel: threading.Event
+    ) -> Iterator[Piece]:
+        pieces = self._backend.complete(prompt, params, counts, cancel)
+        self._reserve(counts, params, len(prompt.encode()) + TEMPLATE_TOKENS)
+        return pieces
+
 
 def params_for(spec: ModelSpec, request: dict[str, Any]) -> GenerationParams:
-    """Request values win over the environment's PARAMETERs, which win over defaults."""
+    """Request values win over the environment's PARAMETERs, which win over defaults. Request values
+    are checked (runtime.sampling: 400 naming the parameter); the environment's PARAMETERs are used
+    as its author wrote them."""
     params = GenerationParams()
-    for source in (spec.parameters, request):
+    for source in (spec.parameters, check_sampling(request)):
         for name, value in source.items():
             field_name = _PARAM_NAMES.get(name)
             if field_name is None or value is None:
@@ -82,6 +159,7 @@ class Runtime:
         self.usage = usage
         self.anonymous_inference = anonymous_inference
         self.admission: list[Admission] = []  # e.g. the mining layer's credit check
+        self.reservation: Reserve | None = None  # holds a priced call's most cost before its first token
         # Generations run on reused threads; engines release the GIL while computing.
         self._threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="generate")
 
@@ -138,10 +216,26 @@ class Runtime:
         pieces: asyncio.Queue[Any] = asyncio.Queue()
         cancel = threading.Event()
 
+        refused = False
+
+        def reserve(counts: Counts, params: GenerationParams, prompt_bound: int) -> None:
+            nonlocal refused
+            if self.reservation is None:
+                return
+            context = int(getattr(loaded.backend, "context_length", 0) or 0)
+            try:
+                self.reservation(
+                    caller, spec, call_bound(record.id, kind, counts, params, context, prompt_bound)
+                )
+            except Exception:
+                refused = True  # nothing was held and nothing will run: no usage record
+                raise
+
         def work() -> None:
             status, error = "ok", None
             try:
-                for piece in run(loaded.backend, counts, cancel):
+                engine = loaded.backend if self.reservation is None else _Reserving(loaded.backend, reserve)
+                for piece in run(engine, counts, cancel):  # type: ignore[arg-type]
                     if record.ttft_ms is None and piece.text:
                         record.ttft_ms = round((time.perf_counter() - started) * 1000, 3)
                     if piece.finish_reason:
@@ -155,7 +249,7 @@ class Runtime:
             finally:
                 if cancel.is_set() and status == "ok" and info.finish_reason not in ("stop", "length"):
                     status = "cancelled"
-                self._finish(loaded, record, counts, started, status, error, loop)
+                self._finish(loaded, record, counts, started, status, error, loop, metered=not refused)
                 loop.call_soon_threadsafe(pieces.put_nowait, _END)
 
         self._threads.submit(work)
@@ -176,13 +270,15 @@ class Runtime:
         status: str,
         error: str | None,
         loop: asyncio.AbstractEventLoop,
+        metered: bool = True,
     ) -> None:
         record.prompt_tokens = counts.prompt_tokens
         record.completion_tokens = counts.completion_tokens
         record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
         record.status = status
         record.error = error
-        self.usage.record(record)
+        if metered:
+            self.usage.record(record)
         loop.call_soon_threadsafe(self.manager.release, loaded)
 
     async def embed(self, caller: Identity, spec: ModelSpec, texts: list[str]) -> Embedding:
@@ -198,7 +294,18 @@ class Runtime:
         )
         loaded = await self.manager.acquire(spec)
         await self.manager.slot(loaded)
+        refused = False
         try:
+            if self.reservation is not None:
+                # Each input is at most its bytes plus a few special tokens; an embedding has no answer.
+                bound = sum(len(t.encode()) + 4 for t in texts)
+                try:
+                    await asyncio.to_thread(
+                        self.reservation, caller, spec, CallBound(record.id, "embedding", bound, False, 0)
+                    )
+                except Exception:  # refused (not cancelled: then the hold may exist, and billing frees it)
+                    refused = True
+                    raise
             result = await asyncio.to_thread(loaded.backend.embed, texts)
             record.prompt_tokens = result.prompt_tokens
         except BaseException as exc:
@@ -207,7 +314,8 @@ class Runtime:
         finally:
             self.manager.release(loaded)
             record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
-            self.usage.record(record)
+            if not refused:
+                self.usage.record(record)
         return result
 
     def close(self) -> None:

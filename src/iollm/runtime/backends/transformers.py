@@ -308,7 +308,7 @@ class _Sampler:
             kth = torch.topk(logits, p.top_k).values[-1]
             logits = logits.masked_fill(logits < kth, float("-inf"))
         probs = torch.softmax(logits, dim=-1)
-        if p.top_p is not None and 0 < p.top_p < 1:
+        if p.top_p is not None and p.top_p < 1:  # 0 keeps only the most likely token, as llama.cpp does
             ordered, order = torch.sort(probs, descending=True)
             before = torch.cumsum(ordered, dim=-1) - ordered
             ordered = ordered.masked_fill(before > p.top_p, 0.0)
