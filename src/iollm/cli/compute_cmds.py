@@ -20,7 +20,7 @@ app = typer.Typer()
 
 def _kinds() -> None:
     """Job kinds that live in upper layers register themselves on import."""
-    from ..compute.kinds import batch_infer, finetune  # noqa: F401
+    from ..compute import kinds  # noqa: F401
     from ..paths import cluster_eval  # noqa: F401
 
 

@@ -61,16 +61,7 @@ def _upload_weights(client: NodeClient, envfile: Envfile, progress: Any) -> tupl
         for chunk in local.digest.chunks if local.digest else ():
             where.setdefault(chunk.digest, (local, chunk.offset, chunk.length))
     sent = _upload(client, client.missing_chunks(list(where)), where, progress)
-    entries = [
-        FileEntry(
-            path=f.path,
-            size=f.digest.size,
-            sha256=f.digest.sha256,
-            chunks=[(c.digest.hex(), c.length) for c in f.digest.chunks],
-        )
-        for f in files
-        if f.digest is not None
-    ]
+    entries = [FileEntry.from_digest(f.path, f.digest) for f in files if f.digest is not None]
     return entries, sent
 
 

@@ -2,7 +2,7 @@
 compute metering and audits."""
 
 from .identity import ProviderIdentity, init_identity, load_identity
-from .kinds import KINDS, JobKind, register_kind
+from .kind import KINDS, JobKind, register_kind
 from .metering import compute_by_provider
 from .node import ComputeParts, build_compute, node_key
 from .tables import metadata

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -10,19 +9,10 @@ from fastapi.concurrency import run_in_threadpool
 
 from ..hub import Identity
 from ..hub.deps import caller
-from ..protocol import ProtocolError, Unavailable
+from ..protocol import Unavailable
+from ..protocol.server import read_json_body
 
 router = APIRouter(prefix="/api")
-
-
-async def body(request: Request) -> dict[str, Any]:
-    try:
-        data = json.loads(await request.body() or b"{}")
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ProtocolError("request body must be a JSON object")
-    return data
 
 
 def compute(request: Request):
@@ -40,7 +30,7 @@ def challenge(request: Request, who: Identity = Depends(caller)) -> dict[str, An
 
 @router.post("/providers")
 async def register(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
-    data = await body(request)
+    data = await read_json_body(request)
     parts = compute(request)
     result = await run_in_threadpool(parts.providers.register, who, data)
     return {**result, "scheduler": parts.cluster.address}
@@ -70,7 +60,7 @@ async def cluster_info(request: Request) -> dict[str, Any]:
 
 @router.post("/jobs")
 async def submit(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
-    data = await body(request)
+    data = await read_json_body(request)
     parts = compute(request)
     return await run_in_threadpool(
         parts.jobs.submit, who, str(data.get("kind", "")), data.get("spec"), data.get("idempotency_key")

@@ -25,7 +25,7 @@ from ..database import Database, utc_now_iso
 from ..hub import Accounts, Hub, Identity
 from ..protocol import Conflict, NotFound, ProtocolError
 from .cluster import Cluster
-from .kinds import KINDS
+from .kind import KINDS
 from .metering import Meters, result_digest
 from .registry import Providers
 from .tables import audits, jobs, logs, units

@@ -51,7 +51,7 @@ def build_compute(
     scheduler_port: int = 0,
     audit_rate: float = 0.0,
 ) -> ComputeParts:
-    from .kinds import batch_infer, finetune  # noqa: F401 - register the finetune and batch-infer kinds
+    from . import kinds  # noqa: F401 - every kind in compute/kinds registers itself
 
     db.create(metadata)
     providers = Providers(db)

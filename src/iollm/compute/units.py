@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from distributed import WorkerPlugin, get_worker
 
+from ..database import utc_now_iso
 from .identity import ProviderIdentity
+from .kind import KINDS
 from .metering import result_digest
 
 PLUGIN_NAME = "iollm-provider"
@@ -58,16 +59,10 @@ class UnitContext:
             log.info("%s/%s: %s", self.job, self.unit, line)
 
 
-def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 def run_unit(
     kind: str, job: str, unit: str, attempt: int, payload: dict[str, Any], audit: bool = False
 ) -> dict:
     """Entry point the node submits to Dask for every unit of every job."""
-    from .kinds import KINDS
-
     worker = get_worker()
     plugin: ProviderPlugin | None = worker.plugins.get(PLUGIN_NAME)  # type: ignore[assignment]
     if plugin is None:
@@ -76,7 +71,7 @@ def run_unit(
     context = UnitContext(
         job, unit, attempt, payload["node_url"], payload["token"], plugin.cache_dir, plugin.state, plugin.cpus
     )
-    started, clock = _now(), time.monotonic()
+    started, clock = utc_now_iso(), time.monotonic()
     result = handler.run(payload, context)
     seconds = time.monotonic() - clock
     cpus = int(handler.resources(payload).get("CPU", 1))
@@ -88,7 +83,7 @@ def run_unit(
         "provider": plugin.identity.id,
         "worker": worker.address,
         "started_at": started,
-        "ended_at": _now(),
+        "ended_at": utc_now_iso(),
         "cpu_us": round(seconds * cpus * 1e6),
         "gpu_us": round(seconds * gpus * 1e6),
         "result_digest": result_digest(result),

@@ -3,7 +3,6 @@ leaderboard, compute, mining). Everything here lives under ``/api/editor``."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -14,6 +13,7 @@ from ..hub import Identity
 from ..hub.deps import caller
 from ..paths.graph import GraphError, problems
 from ..protocol import ProtocolError
+from ..protocol.server import read_json_body
 from . import sse
 from .catalog import catalog
 from .evaluate import evaluate_work
@@ -23,16 +23,6 @@ from .searches import Searches
 from .versions import Versions
 
 router = APIRouter(prefix="/api/editor", tags=["editor"])
-
-
-async def _body(request: Request) -> dict[str, Any]:
-    try:
-        data = json.loads(await request.body() or b"{}")
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ProtocolError("request body must be a JSON object")
-    return data
 
 
 def _versions(request: Request) -> Versions:
@@ -56,7 +46,7 @@ def get_catalog(request: Request, who: Identity = Depends(caller)) -> dict[str, 
 @router.post("/validate")
 async def validate(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
     """Every problem of a graph, each with the node to mark, checked against the models served here."""
-    data = await _body(request)
+    data = await read_json_body(request)
     known = await run_in_threadpool(served_models, request.app.state.hub, who)
     found: list[GraphError] = problems(data.get("graph"), known)
     return {"ok": not found, "problems": [{"message": str(p), "node": p.node} for p in found]}
@@ -66,21 +56,21 @@ async def validate(request: Request, who: Identity = Depends(caller)) -> dict[st
 async def run(request: Request, who: Identity = Depends(caller)) -> StreamingResponse:
     """Run a workflow, streaming per-node status, tokens, cost and latency as server-sent events.
     ``until`` runs up to a node; ``only`` runs one node; ``cached`` reuses earlier outputs unpaid."""
-    data = await _body(request)
+    data = await read_json_body(request)
     work = await run_in_threadpool(run_work, request.app.state.runtime, request.app.state.hub, who, data)
     return sse.stream(work)
 
 
 @router.post("/evaluate")
 async def evaluate(request: Request, who: Identity = Depends(caller)) -> StreamingResponse:
-    data = await _body(request)
+    data = await read_json_body(request)
     work = await run_in_threadpool(evaluate_work, request.app.state.runtime, request.app.state.hub, who, data)
     return sse.stream(work)
 
 
 @router.post("/export/python", response_class=PlainTextResponse)
 async def export_python(request: Request) -> PlainTextResponse:
-    data = await _body(request)
+    data = await read_json_body(request)
     graph = data.get("graph")
     if not isinstance(graph, dict):
         raise ProtocolError('send {"graph": {...workflow...}}')
@@ -99,7 +89,7 @@ def list_workflows(request: Request, who: Identity = Depends(caller)) -> dict[st
 
 @router.post("/workflows/{workflow:path}/versions")
 async def save_version(workflow: str, request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
-    data = await _body(request)
+    data = await read_json_body(request)
     return await run_in_threadpool(
         _versions(request).save,
         who,
@@ -131,7 +121,7 @@ def diff_versions(
 
 @router.post("/workflows/{workflow:path}/restore")
 async def restore_version(workflow: str, request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
-    data = await _body(request)
+    data = await read_json_body(request)
     if not data.get("revision"):
         raise ProtocolError('send {"revision": COMMIT_OR_TAG}')
     return await run_in_threadpool(_versions(request).restore, who, workflow, str(data["revision"]))
@@ -139,7 +129,7 @@ async def restore_version(workflow: str, request: Request, who: Identity = Depen
 
 @router.post("/searches")
 async def start_search(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
-    data = await _body(request)
+    data = await read_json_body(request)
     return _searches(request).start(who, data)
 
 

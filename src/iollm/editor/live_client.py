@@ -3,44 +3,26 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 from ..hub import Identity
-from ..paths.clients import CallResult
 from ..paths.executor import EventSink, current_node
-from ..runtime import ChatMessage, Runtime, params_for
-from ..runtime.service import CallInfo
+from ..paths.serving import RuntimeClient
+from ..runtime import Call, Runtime
 
 
-class LiveClient:
-    """Like ``paths.serving.RuntimeClient`` (calls are metered to ``caller``), plus streamed tokens."""
+class LiveClient(RuntimeClient):
+    """A ``paths.serving.RuntimeClient`` (calls are metered to ``caller``) that streams its tokens."""
+
+    stream = True
 
     def __init__(self, runtime: Runtime, caller: Identity, emit: EventSink) -> None:
-        self.runtime = runtime
-        self.caller = caller
+        super().__init__(runtime, caller)
         self.emit = emit
 
-    async def chat(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> CallResult:
-        started = time.perf_counter()
+    async def answer(self, model: str, call: Call) -> str:
         node = current_node.get()
-        spec = self.runtime.resolve(self.caller, model)
-        chat = self.runtime.messages_for(spec, [ChatMessage(m["role"], m["content"]) for m in messages])
-        generation = params_for(spec, params)
-        info: list[CallInfo] = []
-        pieces = self.runtime.generate(
-            self.caller, spec, "chat", lambda b, c, x: b.chat(chat, generation, c, x), True, info
-        )
         parts: list[str] = []
-        async for piece in pieces:
+        async for piece in call:
             if piece.text:
                 parts.append(piece.text)
                 await self.emit({"type": "token", "node": node, "model": model, "text": piece.text})
-        counts = info[0].counts
-        return CallResult(
-            model,
-            "".join(parts),
-            counts.prompt_tokens,
-            counts.completion_tokens,
-            time.perf_counter() - started,
-        )
+        return "".join(parts)

@@ -12,7 +12,7 @@ def price_book(hub: Hub, caller: Identity, models: list[str]) -> PriceBook:
     for model in models:
         try:
             repo = hub.get_repo(caller, "model", model.partition("@")[0], pull_through=False)
-            head = hub.refs(repo)["branches"].get("main")
+            head = hub.head(repo)
             parameters = hub.card(head).get("parameters") if head else None
         except Exception:  # an unknown model gets the fallback price; the run reports the real error
             continue

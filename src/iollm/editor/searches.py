@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..hub import Hub, Identity
-from ..paths.clients import CachedClient, CallCache, CallResult, SerialPerModel
+from ..paths.clients import CachedClient, CallCache, SerialPerModel
 from ..paths.evaluation import SearchError
 from ..paths.graph import GraphError, parse_graph
 from ..paths.search import Search, SearchConfig
@@ -27,16 +27,8 @@ from .suites import suite_from_request
 DRAWN = "drawn"
 
 
-class _RevisionedClient:
+class _RevisionedClient(RuntimeClient):
     """RuntimeClient plus ``revision`` (the model's commit), so the call cache never mixes versions."""
-
-    def __init__(self, runtime: Runtime, caller: Identity) -> None:
-        self.inner = RuntimeClient(runtime, caller)
-        self.runtime = runtime
-        self.caller = caller
-
-    async def chat(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> CallResult:
-        return await self.inner.chat(model, messages, params)
 
     async def revision(self, model: str) -> str:
         return self.runtime.resolve(self.caller, model).commit

@@ -49,12 +49,7 @@ class Versions:
         repo_id = self._repo_id(caller, workflow)
         data = json.dumps(graph, indent=2, sort_keys=True).encode()
         digest, _ = self.hub.store.ingest_bytes(data)
-        entry = FileEntry(
-            path=WORKFLOW_FILE,
-            size=digest.size,
-            sha256=digest.sha256,
-            chunks=[(c.digest.hex(), c.length) for c in digest.chunks],
-        )
+        entry = FileEntry.from_digest(WORKFLOW_FILE, digest)
         card = {"kind": KIND, "version": version, "nodes": len(graph["nodes"])}
         manifest, repo = self.hub.commit(
             caller, REPO_TYPE, repo_id, [entry], message=message or f"Version {version}", card=card
@@ -115,7 +110,7 @@ class Versions:
         """The workflows the caller can see, newest first."""
         out = []
         for repo in self.hub.list_repos(caller, REPO_TYPE):
-            head = self.hub.refs(repo)["branches"].get("main")
+            head = self.hub.head(repo)
             if not head:
                 continue
             declared = self.hub.manifest(head).card

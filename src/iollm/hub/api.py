@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..protocol import (
     PROTOCOL,
@@ -25,6 +24,7 @@ from ..protocol import (
     check_protocol,
 )
 from ..protocol.client import FRAME_HEADER
+from ..protocol.server import Model, parse_json_body, validate_body
 from ..store import CHUNKING_SPEC, ChunkCorrupt, ChunkMissing, ChunkStore, chunk_id
 from ..store.reader import ChunkedFile
 from .accounts import Accounts, Identity
@@ -38,19 +38,11 @@ router = APIRouter(prefix="/api")
 log = logging.getLogger("iollm.hub")
 
 
-def _json_body(model: type[BaseModel], raw: bytes) -> Any:
-    try:
-        data = json.loads(raw or b"{}")
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"request body is not valid JSON: {exc}") from exc
+def _json_body(model: type[Model], raw: bytes) -> Model:
+    data = parse_json_body(raw)
     if isinstance(data, dict) and "protocol" in data:
         check_protocol(data["protocol"])
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise ProtocolError(f"malformed request: {where}: {first.get('msg')}") from exc
+    return validate_body(model, data)
 
 
 # -- node --------------------------------------------------------------------------------------
@@ -295,7 +287,7 @@ def lineage(h: Hub, who: Identity, repo: Repo, card: dict[str, Any], depth: int 
         link: dict[str, Any] = {"repo": base, "relation": (current.get("declared") or {}).get("relation")}
         try:
             base_repo = h.get_repo(who, repo.type, base, pull_through=False)
-            head = h.refs(base_repo)["branches"].get("main")
+            head = h.head(base_repo)
             current = h.card(head) if head else {}
             link["exists"] = True
         except Exception:

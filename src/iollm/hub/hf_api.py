@@ -35,6 +35,7 @@ from ..protocol import (
     RepoNotFound,
     check_path,
 )
+from ..protocol.server import MessageErrorRoute, read_json_body
 from ..store import MappedFile
 from ..store.reader import ChunkedFile
 from .accounts import Identity
@@ -42,7 +43,10 @@ from .api import checked_stream
 from .deps import caller, hub
 from .repos import Hub, Repo
 
-router = APIRouter()
+router = APIRouter(route_class=MessageErrorRoute)
+# Routes under /api/ that keep iollm's error object, as they had before routers declared their errors
+# (huggingface_hub reads the message from the X-Error-Message header either way).
+_iollm_errors = APIRouter()
 
 PLURAL = {"models": "model", "datasets": "dataset", "spaces": "space"}
 PREFIX = {"model": "", "dataset": "datasets/", "space": "spaces/"}
@@ -357,7 +361,7 @@ def hf_whoami(request: Request, who: Identity = Depends(caller)) -> dict[str, An
     }
 
 
-@router.post("/api/validate-yaml")
+@_iollm_errors.post("/api/validate-yaml")
 def hf_validate_yaml() -> dict[str, list]:
     return {"errors": [], "warnings": []}
 
@@ -366,12 +370,7 @@ def hf_validate_yaml() -> dict[str, list]:
 async def hf_create_repo(
     request: Request, who: Identity = Depends(caller), h: Hub = Depends(hub)
 ) -> Response:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ProtocolError("request body must be a JSON object")
+    body = await read_json_body(request)
     namespace = body.get("organization") or who.require_user()
     repo_type = body.get("type") or "model"
     private = body.get("visibility") == "private" or bool(body.get("private"))
@@ -388,7 +387,7 @@ async def hf_create_repo(
 
 
 def _head_manifest(h: Hub, repo: Repo, revision: str):
-    head = h.refs(repo)["branches"].get(revision)
+    head = h.head(repo, revision)
     return (head, h.manifest(head)) if head else (None, None)
 
 
@@ -482,7 +481,7 @@ def _ingest_upload(h: Hub, user: str, oid: str, size: int, source: Path) -> None
         )
 
 
-@router.put("/api/lfs/upload/{oid}")
+@_iollm_errors.put("/api/lfs/upload/{oid}")
 async def hf_lfs_upload(request: Request, oid: str, h: Hub = Depends(hub)) -> Response:
     params = request.query_params
     try:
@@ -512,6 +511,9 @@ async def hf_lfs_upload(request: Request, oid: str, h: Hub = Depends(hub)) -> Re
         handle.close()
         os.unlink(handle.name)
     return Response(status_code=200)
+
+
+router.include_router(_iollm_errors)
 
 
 @router.post("/api/{plural}/{namespace}/{name}/commit/{rest:path}")
@@ -546,12 +548,7 @@ async def hf_commit(
                 except binascii.Error as exc:
                     raise ProtocolError(f"{path}: content is not valid base64") from exc
                 digest = h.ingest(who.name, data)
-                files[path] = FileEntry(
-                    path=path,
-                    size=digest.size,
-                    sha256=digest.sha256,
-                    chunks=[(c.digest.hex(), c.length) for c in digest.chunks],
-                )
+                files[path] = FileEntry.from_digest(path, digest)
             elif key == "lfsFile":
                 path = check_path(str(value.get("path", "")))
                 oid = str(value.get("oid", ""))

@@ -261,6 +261,11 @@ class Hub:
             out["branches" if row.kind == "branch" else "tags"][row.name] = row.commit_id
         return out
 
+    def head(self, repo: Repo, branch: str = DEFAULT_BRANCH) -> str | None:
+        """The commit ``branch`` points at, or None for a branch that does not exist (an empty repository)."""
+        with self.db.read() as conn:
+            return self._head(conn, repo, branch)
+
     def _head(self, conn, repo: Repo, branch: str) -> str | None:
         row = conn.execute(
             select(refs.c.commit_id).where(

@@ -45,17 +45,12 @@ def publish_file(
     """Publish one local file as a model repository unless the head already holds the same bytes."""
     digest, new_bytes = hub.store.ingest_file(source)
     repo = hub.ensure_repo("model", repo_id)
-    head = hub.refs(repo)["branches"].get("main")
+    head = hub.head(repo)
     if head:
         existing = hub.manifest(head).file(source.name)
         if existing is not None and existing.sha256 == digest.sha256:
             return {"repo": repo_id, "commit": head, "published": False}
-    entry = FileEntry(
-        path=source.name,
-        size=digest.size,
-        sha256=digest.sha256,
-        chunks=[(c.digest.hex(), c.length) for c in digest.chunks],
-    )
+    entry = FileEntry.from_digest(source.name, digest)
     manifest, _ = hub.commit(who, "model", repo_id, [entry], message=message, card=card, create=False)
     return {"repo": repo_id, "commit": manifest.commit_id, "published": True, "bytes_stored": new_bytes}
 

@@ -24,7 +24,7 @@ from ..paths.api import router as paths_leaderboard_router
 from ..paths.leaderboard import margin_from_env
 from ..paths.leaderboard import metadata as paths_metadata
 from ..paths.publish_api import router as paths_publish_router
-from ..paths.serving import PathModels
+from ..paths.serving import NAMESPACE, PathModels
 from ..runtime import ModelManager, Resolver, Runtime, UsageLog, make_factory, ollama_router, openai_router
 from ..runtime.environments import Environments
 from ..runtime.environments_api import router as environments_router
@@ -129,7 +129,7 @@ def create_app(parts: NodeParts) -> FastAPI:
         parts.hub, parts.runtime.resolver, parts.workers.venvs if parts.workers else None
     )
     app.state.path_models = PathModels(parts.hub, parts.runtime)
-    app.state.virtual_models = [app.state.path_models]  # ids served by something other than an engine
+    parts.runtime.virtual_models[NAMESPACE] = app.state.path_models  # path/NAME: served by no engine
     app.state.secret = parts.layout.hmac_secret()
     app.state.tmp_dir = parts.layout.tmp
     app.state.node_info = {"version": __version__, "url": parts.config.url}

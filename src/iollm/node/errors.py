@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -14,9 +16,11 @@ from ..store import ChunkCorrupt, ChunkMissing
 
 log = logging.getLogger("iollm.node")
 
-# Paths that speak Hugging Face's error dialect ({"error": "message"} plus X-Error-* headers).
+# A router declares the shape of its errors (``iollm.protocol.server.MessageErrorRoute``). These paths
+# decide it only where no route has declared one: a request refused before routing (a body declared
+# too large) and paths no router claims, such as the Hugging Face catch-all (/{ns}/{name}/resolve/...).
 _HF_API_PREFIXES = ("/api/models", "/api/datasets", "/api/spaces", "/api/repos/create", "/api/whoami-v2")
-# Ollama's API answers errors as {"error": "message"} too.
+# Ollama's API answers errors as {"error": "message"} too (until runtime/ollama_api.py declares it).
 _OLLAMA_PATHS = (
     "/api/chat",
     "/api/generate",
@@ -30,10 +34,19 @@ _OLLAMA_PATHS = (
 _NATIVE_PREFIXES = ("/api/", "/v1/", "/ui")
 
 
-def speaks_hf(path: str) -> bool:
+def _message_path(path: str) -> bool:
     if path.startswith(_HF_API_PREFIXES) or path in _OLLAMA_PATHS:
         return True
     return not path.startswith(_NATIVE_PREFIXES)
+
+
+def answers_message(scope: Mapping[str, Any]) -> bool:
+    """Whether errors on this request are ``{"error": "<message>"}`` rather than iollm's error object:
+    as its route declares, else by its path."""
+    declared = getattr(scope.get("route"), "error_format", None)
+    if declared is not None:
+        return declared == "message"
+    return _message_path(scope["path"])
 
 
 def header_safe(text: str, limit: int = 1000) -> str:
@@ -51,7 +64,7 @@ def error_response(request: Request, error: IollmError) -> JSONResponse:
     commit = error.details.get("commit")
     if commit:
         headers["X-Repo-Commit"] = str(commit)
-    body = {"error": error.message} if speaks_hf(request.url.path) else error.to_json()
+    body = {"error": error.message} if answers_message(request.scope) else error.to_json()
     return JSONResponse(body, status_code=error.status, headers=headers)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..protocol import ProtocolError
 from ..protocol.errors import PayloadTooLarge
-from .errors import speaks_hf
+from .errors import answers_message
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -134,8 +134,8 @@ class DepthScanner:
                 self.depth = max(0, self.depth - 1)
 
 
-def _error_body(path: str, error: ProtocolError) -> bytes:
-    body: Any = {"error": error.message} if speaks_hf(path) else error.to_json()
+def _error_body(scope: Scope, error: ProtocolError) -> bytes:
+    body: Any = {"error": error.message} if answers_message(scope) else error.to_json()
     return json.dumps(body).encode()
 
 
@@ -155,7 +155,7 @@ class BodyLimitMiddleware:
         if limit is not None:
             declared = _content_length(scope)
             if declared is not None and declared > limit:
-                await _answer(send, path, _too_large(declared, limit, kind))
+                await _answer(send, scope, _too_large(declared, limit, kind))
                 return
         scanner = DepthScanner(self.limits.depth) if scan else None
         state: dict[str, Any] = {"received": 0, "error": None, "started": False, "replaced": False}
@@ -180,7 +180,7 @@ class BodyLimitMiddleware:
             # Whatever a route answers after its body was refused, the client gets the refusal.
             if state["error"] is not None and not state["started"]:
                 state["started"] = state["replaced"] = True
-                await _answer(send, path, state["error"])
+                await _answer(send, scope, state["error"])
                 return
             if state["replaced"]:
                 return
@@ -193,7 +193,7 @@ class BodyLimitMiddleware:
         except Exception:
             if state["error"] is None or state["started"]:
                 raise
-            await _answer(send, path, state["error"])
+            await _answer(send, scope, state["error"])
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -215,8 +215,8 @@ def _too_large(declared: int | None, limit: int, kind: str) -> PayloadTooLarge:
     )
 
 
-async def _answer(send: Send, path: str, error: ProtocolError) -> None:
-    body = _error_body(path, error)
+async def _answer(send: Send, scope: Scope, error: ProtocolError) -> None:
+    body = _error_body(scope, error)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -8,7 +8,8 @@ from .leaderboard import list_breakthroughs
 from .sandbox import Sandbox, SandboxResult
 from .search import Search, SearchConfig
 from .space import Candidate, build_space, projected_calls
-from .suites import Suite, SuiteError, SuiteSplit, Task, read_jsonl, write_jsonl
+from .suites import Suite, SuiteError, SuiteSplit, read_jsonl, write_jsonl
+from .task import Task
 
 __all__ = [
     "BUILTIN_SUITES",

@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .math_answers import last_boxed
-from .suites import Suite, SuiteError, Task, read_jsonl
+from .suites import Suite, SuiteError, read_jsonl
+from .task import Task
 
 __all__ = ["BUILTIN_SUITES", "BuiltinSuite", "list_suites", "load_suite"]
 

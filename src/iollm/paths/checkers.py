@@ -53,7 +53,7 @@ from .math_answers import extract_math_answer, math_equal
 from .sandbox import Sandbox, SandboxResult
 
 if TYPE_CHECKING:
-    from .suites import Task
+    from .task import Task
 
 __all__ = [
     "CHECKERS",

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import sqlite3
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +20,7 @@ from typing import Any, Protocol
 import httpx
 
 from ..protocol import IollmError, error_from_json
+from ..store import SqlitePerThread
 
 
 @dataclass
@@ -114,19 +113,11 @@ class CallCache:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._local = threading.local()
+        self._db = SqlitePerThread(path, synchronous=None)
         self._db().execute(
             "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, model TEXT, text TEXT, "
             "prompt_tokens INTEGER, completion_tokens INTEGER, seconds REAL, created REAL)"
         )
-
-    def _db(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            self._local.conn = conn
-        return conn
 
     @staticmethod
     def key(revision: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:

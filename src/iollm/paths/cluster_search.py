@@ -20,7 +20,7 @@ from ..protocol import NodeClient
 from .evaluation import Evaluator, SearchError
 from .pricing import prices_to_json
 from .space import Candidate
-from .suites import Task
+from .task import Task
 
 POLL_SECONDS = 0.25
 TERMINAL = ("succeeded", "failed", "cancelled")

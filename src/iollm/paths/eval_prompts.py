@@ -18,7 +18,8 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from .suites import Suite, Task
+from .suites import Suite
+from .task import Task
 
 __all__ = ["GenerateRequest", "LoglikelihoodRequest", "build_generate", "build_loglikelihood", "fewshot_for"]
 

@@ -25,7 +25,8 @@ from .checkers import check
 from .eval_prompts import build_generate, build_loglikelihood
 from .sandbox import Sandbox
 from .stats import wilson
-from .suites import Suite, Task
+from .suites import Suite
+from .task import Task
 
 __all__ = [
     "EvalConfig",

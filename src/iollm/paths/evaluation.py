@@ -23,7 +23,7 @@ from .pricing import PriceBook, prices_from_json
 from .sandbox import Sandbox
 from .space import Candidate
 from .stats import bounds
-from .suites import Task
+from .task import Task
 
 Progress = Callable[[str, int, int], None]  # (phase, done, total)
 MODEL_KINDS = ("model", "vote", "cascade")

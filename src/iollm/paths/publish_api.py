@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -11,16 +10,14 @@ from fastapi.concurrency import run_in_threadpool
 from ..hub import Identity
 from ..hub.deps import caller
 from ..protocol import ProtocolError
+from ..protocol.server import parse_json_body
 
 router = APIRouter(prefix="/api")
 
 
 @router.post("/paths")
 async def publish_path(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"request body is not valid JSON: {exc}") from exc
+    body = parse_json_body(await request.body())
     if not isinstance(body, dict) or not isinstance(body.get("graph"), dict) or not body.get("name"):
         raise ProtocolError('send {"name": NAME, "graph": {...workflow...}}')
     return await run_in_threadpool(

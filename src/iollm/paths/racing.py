@@ -26,7 +26,7 @@ from typing import Any
 from .evaluation import Evaluator, SearchError
 from .space import Candidate, calls_per_task
 from .stats import pareto_front
-from .suites import Task
+from .task import Task
 
 
 @dataclass(frozen=True)

@@ -1,34 +1,42 @@
-"""Paths served as models: ``path/NAME`` answers on /v1/chat/completions like any model.
+"""Paths served as models: ``path/NAME`` answers on /v1/chat/completions, /api/chat and /api/generate
+like any model (the node registers ``PathModels`` as the runtime's virtual models of namespace ``path``).
 
 Publishing stores the workflow in the hub as the model repository ``path/NAME`` (versioned, mirrored
 and exported like any repository). Serving runs the graph in-process, calling each model through the
 node's runtime, so every inner call is metered against the caller as a normal call, and the path
-call itself gets one usage record (backend ``path``) with the tokens of all its calls.
+call itself gets one usage record (backend ``path``) with the tokens of all its calls. A path may call
+another path, but never itself, however indirectly.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any
 
 from ..hub import Hub, Identity
 from ..protocol import FileEntry, Forbidden, ProtocolError, check_name
-from ..runtime import ChatMessage, ModelNotFound, Runtime, params_for
-from ..runtime.service import CallInfo
-from ..runtime.usage import UsageRecord
+from ..runtime import Call, ChatMessage, ModelNotFound, ModelSpec, Runtime
+from ..runtime.backends import Piece
 from .clients import CallResult
 from .executor import Executor
 from .graph import Graph, GraphError, parse_graph
 from .pricing import PriceBook
 
-PREFIX = "path/"
+NAMESPACE = "path"
+PREFIX = NAMESPACE + "/"
 WORKFLOW_FILE = "workflow.json"
+# The paths running in this task, outermost first (tasks the executor starts inherit it).
+_RUNNING: ContextVar[tuple[str, ...]] = ContextVar("iollm_running_paths", default=())
 
 
 class RuntimeClient:
     """A ModelClient that calls the node's own runtime in-process (no HTTP), as ``caller``."""
+
+    stream = False  # what the calls' usage records say
 
     def __init__(self, runtime: Runtime, caller: Identity) -> None:
         self.runtime = runtime
@@ -36,18 +44,20 @@ class RuntimeClient:
 
     async def chat(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> CallResult:
         started = time.perf_counter()
-        spec = self.runtime.resolve(self.caller, model)
-        chat = self.runtime.messages_for(spec, [ChatMessage(m["role"], m["content"]) for m in messages])
-        generation = params_for(spec, params)
-        info: list[CallInfo] = []
-        pieces = self.runtime.generate(
-            self.caller, spec, "chat", lambda b, c, x: b.chat(chat, generation, c, x), False, info
-        )
-        text = "".join([p.text async for p in pieces])
-        counts = info[0].counts
+        conversation = [ChatMessage(m["role"], m["content"]) for m in messages]
+        call = self.runtime.chat(self.caller, model, conversation, params, self.stream)
+        text = await self.answer(model, call)
         return CallResult(
-            model, text, counts.prompt_tokens, counts.completion_tokens, time.perf_counter() - started
+            model,
+            text,
+            call.counts.prompt_tokens,
+            call.counts.completion_tokens,
+            time.perf_counter() - started,
         )
+
+    async def answer(self, model: str, call: Call) -> str:
+        """Run ``call`` to its end and return its text (a subclass may show the pieces as they come)."""
+        return await call.text()
 
 
 class PathModels:
@@ -66,19 +76,14 @@ class PathModels:
             raise ProtocolError(f"cannot publish: {exc}") from exc
         repo_id = PREFIX + name
         repo = self.hub.ensure_repo("model", repo_id)
-        head = self.hub.refs(repo)["branches"].get("main")
+        head = self.hub.head(repo)
         if head:
             designer = self.hub.manifest(head).card.get("designer")
             if designer and designer != caller.name and not caller.is_admin:
                 raise Forbidden(f"{repo_id} belongs to {designer}; publish under another name")
         data = json.dumps(graph.to_json(), indent=2, sort_keys=True).encode()
         digest, _ = self.hub.store.ingest_bytes(data)
-        entry = FileEntry(
-            path=WORKFLOW_FILE,
-            size=digest.size,
-            sha256=digest.sha256,
-            chunks=[(c.digest.hex(), c.length) for c in digest.chunks],
-        )
+        entry = FileEntry.from_digest(WORKFLOW_FILE, digest)
         publisher = replace(caller, scope="write", orgs={**caller.orgs, "path": "write"})
         card = {
             "kind": "path",
@@ -93,7 +98,8 @@ class PathModels:
         self.runtime.resolver.forget()
         return {"model": repo_id, "commit": manifest.commit_id, "graph_hash": graph.canonical_hash()}
 
-    def graph(self, caller: Identity, model: str) -> tuple[Graph, str]:
+    def resolve(self, caller: Identity, model: str) -> ModelSpec:
+        """The published version ``model`` (``path/NAME[@revision]``) names, as a spec of backend ``path``."""
         name, _, revision = model.partition("@")
         try:
             repo = self.hub.get_repo(caller, "model", name)
@@ -102,13 +108,15 @@ class PathModels:
             raise ModelNotFound(
                 f"path {model!r} does not exist; publish one with `iollm path publish`"
             ) from exc
-        entry = self.hub.manifest(commit).file(WORKFLOW_FILE)
-        if entry is None:
+        if self.hub.manifest(commit).file(WORKFLOW_FILE) is None:
             raise ModelNotFound(f"{model!r} is not a published path")
-        return parse_graph(self.runtime.resolver.read_file(entry).decode()), commit
+        return ModelSpec(name, name, commit, NAMESPACE)
 
-    def owns(self, model: str) -> bool:
-        return model.startswith(PREFIX)
+    def graph(self, spec: ModelSpec) -> Graph:
+        entry = self.hub.manifest(spec.commit).file(WORKFLOW_FILE)
+        if entry is None:
+            raise ModelNotFound(f"{spec.model_id!r} is not a published path")
+        return parse_graph(self.runtime.resolver.read_file(entry).decode())
 
     def list_models(self, caller: Identity) -> list[dict[str, Any]]:
         return [
@@ -116,43 +124,45 @@ class PathModels:
             for r in self.hub.list_repos(caller, "model", namespace="path")
         ]
 
-    async def chat(
-        self, caller: Identity, model: str, messages: list[ChatMessage], request: dict[str, Any]
-    ) -> dict:
-        """Run the path on the conversation's last user message; returns text and exact token totals."""
-        self.runtime.caller_name(caller)
-        graph, commit = self.graph(caller, model)
+    def chat(
+        self,
+        caller: Identity,
+        spec: ModelSpec,
+        messages: list[ChatMessage],
+        params: dict[str, Any],
+        stream: bool,
+    ) -> Call:
+        """Run the path on the conversation's last user message: the call yields its answer as one piece,
+        and its usage record has the exact token totals of all its inner calls."""
+        call = self.runtime.new_call(caller, spec, "chat", stream)
+        call.pieces = self._answer(caller, call, messages, int(params.get("seed") or 0))
+        return call
+
+    async def _answer(
+        self, caller: Identity, call: Call, messages: list[ChatMessage], seed: int
+    ) -> AsyncIterator[Piece]:
         user = [m.content for m in messages if m.role == "user"]
         if not user:
             raise ProtocolError("a path needs a user message as its input")
+        model, running = call.spec.model_id, _RUNNING.get()
+        if model in running:
+            raise ProtocolError(f"{model} calls itself: {' -> '.join((*running, model))}")
+        graph = self.graph(call.spec)
         started = time.perf_counter()
-        executor = Executor(
-            RuntimeClient(self.runtime, caller), PriceBook(), seed=int(request.get("seed") or 0)
-        )
-        result = await executor.run(graph, user[-1])
-        prompt = sum(c.prompt_tokens for c in result.calls)
-        completion = sum(c.completion_tokens for c in result.calls)
+        executor = Executor(RuntimeClient(self.runtime, caller), PriceBook(), seed=seed)
+        inside = _RUNNING.set((*running, model))
+        try:
+            result = await executor.run(graph, user[-1])
+        finally:
+            _RUNNING.reset(inside)
         failed = [n for n in result.nodes.values() if n.status == "error"]
-        record = UsageRecord(
-            caller=self.runtime.caller_name(caller),
-            model=model.partition("@")[0],
-            repo=model.partition("@")[0],
-            commit=commit,
-            backend="path",
-            kind="chat",
-            stream=bool(request.get("stream")),
-            prompt_tokens=prompt,
-            completion_tokens=completion,
-            latency_ms=round((time.perf_counter() - started) * 1000, 3),
-            status="error" if failed and not result.answer else "ok",
-            error="; ".join(f"{n.id}: {n.error}" for n in failed) or None,
+        record = call.record
+        record.prompt_tokens = call.counts.prompt_tokens = sum(c.prompt_tokens for c in result.calls)
+        record.completion_tokens = call.counts.completion_tokens = sum(
+            c.completion_tokens for c in result.calls
         )
+        record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
+        record.status = "error" if failed and not result.answer else "ok"
+        record.error = "; ".join(f"{n.id}: {n.error}" for n in failed) or None
         self.runtime.usage.record(record)
-        return {
-            "id": record.id,
-            "text": result.answer,
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "commit": commit,
-            "run": result.as_dict(),
-        }
+        yield Piece(result.answer, finish_reason="stop")

@@ -36,7 +36,6 @@ from .manifest import (
     is_commit_id,
     parse_manifest,
     split_repo_id,
-    utc_now,
 )
 from .pull import pull
 from .push import branch_head, commit_bytes, push, put_file
@@ -82,5 +81,4 @@ __all__ = [
     "put_file",
     "split_repo_id",
     "upload_import",
-    "utc_now",
 ]

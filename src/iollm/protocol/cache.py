@@ -27,10 +27,10 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
-import sqlite3
-import threading
 import time
 from pathlib import Path
+
+from ..store.sqlite import SqlitePerThread
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 SETTLE_NS = 2_000_000_000  # coarser than any file system's timestamp granularity (FAT: 2 s)
@@ -81,17 +81,8 @@ class LocalCache:
         self.root = Path(root)
         self.blobs = self.root / "blobs"
         self.blobs.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        self._db = SqlitePerThread(self.root / "index.sqlite")
         self._db().executescript(_SCHEMA)
-
-    def _db(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.root / "index.sqlite", timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
 
     def blob_path(self, sha256: str) -> Path:
         return self.blobs / sha256
@@ -210,7 +201,4 @@ class LocalCache:
         self._db().execute("INSERT OR REPLACE INTO refs VALUES (?, ?, ?)", (repo, revision, commit_id))
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._db.close()

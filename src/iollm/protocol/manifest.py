@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import blake3
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import ProtocolError, UnsupportedProtocol
+
+if TYPE_CHECKING:
+    from ..store import FileDigest
 
 PROTOCOL = "iollm/1"
 SUPPORTED_PROTOCOLS = (PROTOCOL,)
@@ -112,6 +114,16 @@ class FileEntry(BaseModel):
             raise ValueError(f"chunks of {self.path} add up to {total} bytes, but the file has {self.size}")
         return self
 
+    @classmethod
+    def from_digest(cls, path: str, digest: FileDigest) -> FileEntry:
+        """The entry for ``path`` holding the bytes the store cut and hashed into ``digest``."""
+        return cls(
+            path=path,
+            size=digest.size,
+            sha256=digest.sha256,
+            chunks=[(c.digest.hex(), c.length) for c in digest.chunks],
+        )
+
     def digests(self) -> list[bytes]:
         return [bytes.fromhex(d) for d, _ in self.chunks]
 
@@ -195,10 +207,6 @@ class Manifest(BaseModel):
     @property
     def size(self) -> int:
         return sum(f.size for f in self.files)
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_manifest(raw: bytes | str | dict[str, Any]) -> Manifest:

@@ -17,7 +17,7 @@ from typing import Any
 from ..store import Chunk, FileDigest, digest_buffer, digest_file, iter_file_chunks
 from .client import NodeClient
 from .errors import NotFound, ProtocolError
-from .manifest import check_path
+from .manifest import FileEntry, check_path
 
 UPLOAD_BATCH_BYTES = 16 * 1024 * 1024
 UPLOAD_STREAMS = 4
@@ -129,12 +129,7 @@ def push(
             "card": card or {},
             "private": private,
             "files": [
-                {
-                    "path": f.path,
-                    "size": f.digest.size,
-                    "sha256": f.digest.sha256,
-                    "chunks": [[c.digest.hex(), c.length] for c in f.digest.chunks],
-                }
+                FileEntry.from_digest(f.path, f.digest).model_dump(mode="json")
                 for f in files
                 if f.digest is not None
             ],
@@ -258,14 +253,7 @@ def commit_bytes(
     entries = []
     for path, data in sorted(files.items()):
         digest = digest_buffer(data, on_chunk=lambda d, piece: chunks.setdefault(d, bytes(piece)))
-        entries.append(
-            {
-                "path": path,
-                "size": digest.size,
-                "sha256": digest.sha256,
-                "chunks": [[c.digest.hex(), c.length] for c in digest.chunks],
-            }
-        )
+        entries.append(FileEntry.from_digest(path, digest).model_dump(mode="json"))
     missing = client.missing_chunks(list(chunks))
     batch: list[tuple[bytes, bytes]] = []
     size = 0

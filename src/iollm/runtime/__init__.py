@@ -9,7 +9,7 @@ from .manager import ModelManager, Overloaded
 from .ollama_api import router as ollama_router
 from .openai_api import router as openai_router
 from .resolve import ModelNotFound, ModelSpec, NotRunnable, Resolver, split_model_id
-from .service import Runtime, params_for
+from .service import Call, Runtime, params_for
 from .usage import UsageLog, UsageRecord
 from .usage import metadata as usage_metadata
 from .venvs import VenvInfo, VenvManager
@@ -19,6 +19,7 @@ __all__ = [
     "DEFAULT_CONTEXT",
     "BackendFailure",
     "BaseRef",
+    "Call",
     "ChatMessage",
     "ContextTooLong",
     "Envfile",

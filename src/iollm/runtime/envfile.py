@@ -36,8 +36,9 @@ from packaging.requirements import Requirement as _PipRequirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from .backends import registry
+
 __all__ = [
-    "BACKENDS",
     "INSTRUCTIONS",
     "MESSAGE_ROLES",
     "PARAMETER_ALIASES",
@@ -68,16 +69,6 @@ INSTRUCTIONS = (
     "backend",
 )
 MESSAGE_ROLES = ("system", "user", "assistant")
-BACKENDS = ("llama.cpp", "transformers", "remote")
-_BACKEND_ALIASES = {
-    "llama.cpp": "llama.cpp",
-    "llamacpp": "llama.cpp",
-    "llama_cpp": "llama.cpp",
-    "llama-cpp": "llama.cpp",
-    "gguf": "llama.cpp",
-    "transformers": "transformers",
-    "remote": "remote",
-}
 
 # Ollama's api.Options (their JSON names and Go types) plus iollm's extras; the order is the order
 # to_text writes them in.
@@ -134,7 +125,6 @@ _HASH_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 _HASH = re.compile(r"(sha256|sha384|sha512):([0-9a-fA-F]+)")
 _DRIVE = re.compile(r"[A-Za-z]:[\\/]")
 _PATH_PREFIXES = ("/", "./", "../", "~", "\\", ".\\", "..\\")
-_WEIGHT_SUFFIXES = (".gguf", ".safetensors")
 _TRIPLE = '"""'
 
 
@@ -425,7 +415,7 @@ def _looks_like_path(spec: str, base_dir: str | os.PathLike[str] | None) -> bool
     """Ollama's test (explicit path prefix, or exists on disk) plus: names ending in a weights suffix."""
     if spec.startswith(_PATH_PREFIXES) or spec in (".", "..") or _DRIVE.match(spec):
         return True
-    if spec.lower().endswith(_WEIGHT_SUFFIXES):
+    if spec.lower().endswith(registry.weight_suffixes()):
         return True
     try:
         return Path(base_dir or os.getcwd(), spec).exists()
@@ -491,16 +481,18 @@ class Envfile:
         if self.base.kind == "remote":
             return "remote"
         names = file_names if file_names is not None else self._local_file_names()
-        backend = _backend_for_files(names)
-        if backend is None and file_names is None and self.base.kind == "path":
-            backend = "llama.cpp" if _is_gguf_file(self.base.path or "") else None
-        if backend is not None:
-            return backend
+        kind = registry.for_files(names)
+        if kind is None and file_names is None and self.base.kind == "path":
+            kind = registry.for_magic(self.base.path or "")  # Ollama's blobs have no suffix
+        if kind is not None:
+            return kind.name
+        suffixes = " or ".join(registry.weight_suffixes())
+        options = [f"BACKEND {name}" for name in registry.names()]
         raise EnvfileError(
             self.source,
             self.from_line,
-            f"cannot tell which backend runs {self.base.spec}: no .gguf or .safetensors file",
-            "add BACKEND llama.cpp, BACKEND transformers or BACKEND remote",
+            f"cannot tell which backend runs {self.base.spec}: no {suffixes} file",
+            f"add {', '.join(options[:-1])} or {options[-1]}",
         )
 
     def _local_file_names(self) -> list[str]:
@@ -556,25 +548,6 @@ class Envfile:
         lines += [f"MESSAGE {m.role} {_quote(m.content)}" for m in self.messages]
         lines += [f"LICENSE {_quote(text)}" for text in self.licenses]
         return "\n".join(lines) + "\n"
-
-
-def _backend_for_files(names: Iterable[str]) -> str | None:
-    """GGUF weights need llama.cpp; safetensors need transformers (GGUF wins when a repo has both)."""
-    lowered = [name.lower() for name in names]
-    if any(name.endswith(".gguf") for name in lowered):
-        return "llama.cpp"
-    if any(name.endswith(".safetensors") for name in lowered):
-        return "transformers"
-    return None
-
-
-def _is_gguf_file(path: str) -> bool:
-    """Ollama's blobs have no suffix: recognise GGUF by its magic bytes."""
-    try:
-        with open(path, "rb") as handle:
-            return handle.read(4) == b"GGUF"
-    except OSError:
-        return False
 
 
 def _optional(keyword: str, value: str | None) -> list[str]:
@@ -758,10 +731,10 @@ def _typed_parameter(name: str, raw: str) -> Any:
 
 
 def _parse_backend(value: str) -> str:
-    backend = _BACKEND_ALIASES.get(value.strip().lower())
-    if backend is None:
-        raise _Invalid(f"unknown BACKEND {value!r}", f"use one of {', '.join(BACKENDS)}")
-    return backend
+    kind = registry.find(value)
+    if kind is None:
+        raise _Invalid(f"unknown BACKEND {value!r}", f"use one of {', '.join(registry.names())}")
+    return kind.name
 
 
 def _parse_requires(value: str) -> tuple[str | None, list[Requirement]]:

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..hub import Hub, Identity
 from ..protocol import FileEntry, NotFound, ProtocolError, split_repo_id
+from .backends import registry
 from .envfile import BaseRef, Envfile, EnvfileError, EnvfileWarning, Requirement, parse_envfile
 from .resolve import ENVFILE, ENVIRONMENT_FILE, NotRunnable, Resolver
 from .venvs import VenvManager, requirements_key
@@ -248,7 +249,7 @@ class Environments:
         env_entry, text_entry = manifest.file(ENVIRONMENT_FILE), manifest.file(ENVFILE)
         itself = BaseRef.from_hub(repo.repo_id, commit)
         if env_entry is None:
-            if not any(f.path.endswith((".gguf", ".safetensors")) for f in manifest.files):
+            if registry.for_files(f.path for f in manifest.files) is None:
                 raise NotAnEnvironment(f"{repo.repo_id}@{commit[:12]} is neither an environment nor a model")
             text = Envfile(itself).to_text(pinned=True)
             return {"name": repo.repo_id, "commit": commit, "pinned": True, "envfile": text}

@@ -24,7 +24,7 @@ from .envfile import parse_envfile
 from .openai_api import first_then_rest
 from .resolve import ENVFILE, ModelSpec, split_model_id
 from .sampling import check_sampling
-from .service import CallInfo, Runtime, params_for
+from .service import Call, Runtime
 
 router = APIRouter(prefix="/api")
 
@@ -68,22 +68,22 @@ def options(body: dict[str, Any]) -> dict[str, Any]:
     return check_sampling({k: raw[k] for k in _OPTION_NAMES if k in raw})
 
 
-def final_stats(info: CallInfo, started: float) -> dict[str, Any]:
+def final_stats(call: Call, started: float) -> dict[str, Any]:
     total = int((time.perf_counter() - started) * 1e9)
-    ttft = int((info.record.ttft_ms or 0) * 1e6)
+    ttft = int((call.record.ttft_ms or 0) * 1e6)
     return {
-        "done_reason": info.finish_reason if info.finish_reason != "cancelled" else "stop",
+        "done_reason": call.finish_reason if call.finish_reason != "cancelled" else "stop",
         "total_duration": total,
-        "load_duration": int(info.load_seconds * 1e9),
-        "prompt_eval_count": info.counts.prompt_tokens,
+        "load_duration": int(call.load_seconds * 1e9),
+        "prompt_eval_count": call.counts.prompt_tokens,
         "prompt_eval_duration": ttft,
-        "eval_count": info.counts.completion_tokens,
+        "eval_count": call.counts.completion_tokens,
         "eval_duration": max(total - ttft, 0),
     }
 
 
 async def ndjson(
-    pieces: AsyncIterator[Any], info: list[CallInfo], model: str, started: float, field: str
+    pieces: AsyncIterator[Any], call: Call, model: str, started: float, field: str
 ) -> AsyncIterator[bytes]:
     def line(obj: dict[str, Any]) -> bytes:
         return json.dumps(obj, separators=(",", ":")).encode() + b"\n"
@@ -103,7 +103,7 @@ async def ndjson(
                 "created_at": now_iso(),
                 **payload(""),
                 "done": True,
-                **final_stats(info[0], started),
+                **final_stats(call, started),
             }
         )
     except Exception as exc:
@@ -111,17 +111,18 @@ async def ndjson(
         yield line({"error": message})
 
 
-async def respond(rt: Runtime, who: Identity, spec: ModelSpec, body: dict, kind: str, run, field: str):
+def streams(body: dict[str, Any]) -> bool:
+    return body.get("stream", True) is not False  # Ollama streams unless told not to
+
+
+async def respond(call: Call, body: dict[str, Any], field: str):
     started = time.perf_counter()
-    stream = body.get("stream", True) is not False
-    info: list[CallInfo] = []
-    pieces = rt.generate(who, spec, kind, run, stream, info)
-    if stream:
-        pieces = await first_then_rest(pieces)
+    if streams(body):
+        pieces = await first_then_rest(call)
         return StreamingResponse(
-            ndjson(pieces, info, body["model"], started, field), media_type="application/x-ndjson"
+            ndjson(pieces, call, body["model"], started, field), media_type="application/x-ndjson"
         )
-    text = "".join([p.text async for p in pieces])
+    text = await call.text()
     content = (
         {"message": {"role": "assistant", "content": text}} if field == "message" else {"response": text}
     )
@@ -131,7 +132,7 @@ async def respond(rt: Runtime, who: Identity, spec: ModelSpec, body: dict, kind:
             "created_at": now_iso(),
             **content,
             "done": True,
-            **final_stats(info[0], started),
+            **final_stats(call, started),
         }
     )
 
@@ -148,9 +149,7 @@ async def chat(request: Request, who: Identity = Depends(caller)):
     ]
     wanted = options(body)
     spec = rt.resolve(who, body["model"])
-    messages = rt.messages_for(spec, messages)
-    params = params_for(spec, wanted)
-    if not messages:  # Ollama loads the model and answers done on an empty chat
+    if not rt.messages_for(spec, messages):  # Ollama loads the model and answers done on an empty chat
         return JSONResponse(
             {
                 "model": body["model"],
@@ -160,9 +159,7 @@ async def chat(request: Request, who: Identity = Depends(caller)):
                 "done": True,
             }
         )
-    return await respond(
-        rt, who, spec, body, "chat", lambda b, c, x: b.chat(messages, params, c, x), "message"
-    )
+    return await respond(rt.chat(who, spec, messages, wanted, streams(body)), body, "message")
 
 
 @router.post("/generate")
@@ -171,23 +168,14 @@ async def generate(request: Request, who: Identity = Depends(caller)):
     rt: Runtime = request.app.state.runtime
     wanted = options(body)
     spec = rt.resolve(who, body["model"])
-    params = params_for(spec, wanted)
     prompt = str(body.get("prompt") or "")
-    if body.get("raw"):
-        return await respond(
-            rt, who, spec, body, "completion", lambda b, c, x: b.complete(prompt, params, c, x), "response"
-        )
-    messages = [ChatMessage("system", str(body["system"]))] if body.get("system") else []
-    messages.append(ChatMessage("user", prompt))
-    messages = rt.messages_for(spec, messages)
-    run_chat = spec.card.get("chat_template", True) is not False or spec.template
-    if run_chat:
-        return await respond(
-            rt, who, spec, body, "chat", lambda b, c, x: b.chat(messages, params, c, x), "response"
-        )
-    return await respond(
-        rt, who, spec, body, "completion", lambda b, c, x: b.complete(prompt, params, c, x), "response"
-    )
+    stream = streams(body)
+    # Without ``raw`` the prompt is a user message, under the model's chat template when it has one.
+    if not body.get("raw") and (spec.card.get("chat_template", True) is not False or spec.template):
+        messages = [ChatMessage("system", str(body["system"]))] if body.get("system") else []
+        messages.append(ChatMessage("user", prompt))
+        return await respond(rt.chat(who, spec, messages, wanted, stream), body, "response")
+    return await respond(rt.complete(who, spec, prompt, wanted, stream), body, "response")
 
 
 def details(spec: ModelSpec) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from ..hub.deps import caller
 from ..protocol import IollmError, ProtocolError
 from .backends import ChatMessage, TokenLogprob, logprobs_json
 from .sampling import check_sampling
-from .service import CallInfo, Runtime, params_for
+from .service import Call, Runtime
 
 router = APIRouter(prefix="/v1")
 
@@ -155,8 +155,8 @@ def sampling(body: BaseModel, score_only: bool = False) -> dict[str, Any]:
     return fields
 
 
-def usage_json(info: CallInfo) -> dict[str, int]:
-    prompt, completion = info.counts.prompt_tokens, info.counts.completion_tokens
+def usage_json(call: Call) -> dict[str, int]:
+    prompt, completion = call.counts.prompt_tokens, call.counts.completion_tokens
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -174,7 +174,7 @@ def error_event(exc: BaseException) -> bytes:
 
 async def stream_response(
     pieces: AsyncIterator[Any],
-    info: list[CallInfo],
+    call: Call,
     obj: str,
     model: str,
     include_usage: bool,
@@ -202,7 +202,7 @@ async def stream_response(
     try:
         async for piece in pieces:
             if not ident:
-                ident = ("chatcmpl-" if chat else "cmpl-") + info[0].record.id
+                ident = ("chatcmpl-" if chat else "cmpl-") + call.record.id
                 if chat:
                     yield sse(chunk({"role": "assistant", "content": ""}, None))
             text, echo = echo + piece.text, ""
@@ -214,7 +214,7 @@ async def stream_response(
                 yield sse(chunk({"content": text} if chat else text, None, scored))
             if piece.finish_reason and piece.finish_reason != "cancelled":
                 yield sse(chunk({} if chat else "", piece.finish_reason))
-        if include_usage and info:
+        if include_usage:
             yield sse(
                 {
                     "id": ident,
@@ -222,7 +222,7 @@ async def stream_response(
                     "created": created,
                     "model": model,
                     "choices": [],
-                    "usage": usage_json(info[0]),
+                    "usage": usage_json(call),
                 }
             )
     except Exception as exc:  # mid-stream errors are SSE data lines, which the OpenAI client raises
@@ -245,10 +245,6 @@ async def first_then_rest(pieces: AsyncIterator[Any]) -> AsyncIterator[Any]:
             yield item
 
     return rest()
-
-
-async def collect(pieces: AsyncIterator[Any]) -> str:
-    return "".join([piece.text async for piece in pieces])
 
 
 async def collect_scored(pieces: AsyncIterator[Any]) -> tuple[str, list[TokenLogprob]]:
@@ -277,7 +273,7 @@ def list_models(request: Request, who: Identity = Depends(caller)) -> dict[str, 
         for r in repos
         if r.namespace != "path" and hub.refs(r)["branches"]
     ]
-    for handler in getattr(request.app.state, "virtual_models", ()):
+    for handler in runtime(request).virtual_models.values():
         data.extend(handler.list_models(who))
     return {"object": "list", "data": data}
 
@@ -294,59 +290,6 @@ def _epoch(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
 
 
-def virtual_for(request: Request, model: str):
-    """A handler for ids that are not hub models (``path/NAME`` workflows), or None."""
-    for handler in getattr(request.app.state, "virtual_models", ()):
-        if handler.owns(model):
-            return handler
-    return None
-
-
-async def serve_virtual(handler, who: Identity, body: ChatRequest):
-    result = await handler.chat(who, body.model, chat_messages(body.messages), body.model_dump())
-    ident, created = "chatcmpl-" + result["id"], int(time.time())
-    usage = {
-        "prompt_tokens": result["prompt_tokens"],
-        "completion_tokens": result["completion_tokens"],
-        "total_tokens": result["prompt_tokens"] + result["completion_tokens"],
-    }
-    if not body.stream:
-        return JSONResponse(
-            {
-                "id": ident,
-                "object": "chat.completion",
-                "created": created,
-                "model": body.model,
-                "system_fingerprint": result["commit"][:12],
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": result["text"]},
-                        "finish_reason": "stop",
-                        "logprobs": None,
-                    }
-                ],
-                "usage": usage,
-            }
-        )
-
-    async def events() -> AsyncIterator[bytes]:
-        base = {"id": ident, "object": "chat.completion.chunk", "created": created, "model": body.model}
-        for delta, finish in (
-            ({"role": "assistant", "content": ""}, None),
-            ({"content": result["text"]}, None),
-            ({}, "stop"),
-        ):
-            yield sse(
-                {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}]}
-            )
-        if (body.stream_options or {}).get("include_usage"):
-            yield sse({**base, "choices": [], "usage": usage})
-        yield b"data: [DONE]\n\n"
-
-    return StreamingResponse(events(), media_type="text/event-stream")
-
-
 @router.post("/chat/completions")
 async def chat_completions(request: Request, who: Identity = Depends(caller)):
     body: ChatRequest = await parse(request, ChatRequest)
@@ -360,31 +303,17 @@ async def chat_completions(request: Request, who: Identity = Depends(caller)):
                 param=name,
             )
     wanted = sampling(body)  # a bad value is refused before the model is looked up
-    handler = virtual_for(request, body.model)
-    if handler is not None:
-        return await serve_virtual(handler, who, body)
     rt = runtime(request)
-    spec = rt.resolve(who, body.model)
-    messages = rt.messages_for(spec, chat_messages(body.messages))
-    params = params_for(spec, wanted)
-    info: list[CallInfo] = []
-    pieces = rt.generate(
-        who,
-        spec,
-        "chat",
-        lambda b, counts, cancel: b.chat(messages, params, counts, cancel),
-        body.stream,
-        info,
-    )
+    spec = rt.resolve(who, body.model)  # an unknown model is a 404 before bad messages are a 400
+    call = rt.chat(who, spec, chat_messages(body.messages), wanted, body.stream)
     if body.stream:
-        pieces = await first_then_rest(pieces)
+        pieces = await first_then_rest(call)
         include = bool((body.stream_options or {}).get("include_usage"))
-        events = stream_response(pieces, info, "chat.completion.chunk", body.model, include, chat=True)
+        events = stream_response(pieces, call, "chat.completion.chunk", body.model, include, chat=True)
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    text = await collect(pieces)
-    call = info[0]
+    text = await call.text()
     return JSONResponse(
         {
             "id": "chatcmpl-" + call.record.id,
@@ -417,28 +346,23 @@ async def completions(request: Request, who: Identity = Depends(caller)):
         raise ProtocolError("n > 1 is not supported; send several requests", param="n")
     check_logprobs(body.logprobs)
     wanted = sampling(body, score_only=body.echo)  # a bad value is refused before the model is looked up
-    rt = runtime(request)
-    spec = rt.resolve(who, body.model)
-    params = params_for(spec, wanted)
-    params.logprobs = body.logprobs
-    params.prompt_logprobs = body.echo and body.logprobs is not None
+    call = runtime(request).complete(
+        who,
+        body.model,
+        prompt,
+        wanted,
+        body.stream,
+        logprobs=body.logprobs,
+        prompt_logprobs=body.echo and body.logprobs is not None,
+    )
     # text_offset counts from the start of the returned text: the prompt under echo, else what follows it
     offset = None if body.logprobs is None else (0 if body.echo else len(prompt))
-    info: list[CallInfo] = []
-    pieces = rt.generate(
-        who,
-        spec,
-        "completion",
-        lambda b, counts, cancel: b.complete(prompt, params, counts, cancel),
-        body.stream,
-        info,
-    )
     if body.stream:
-        pieces = await first_then_rest(pieces)
+        pieces = await first_then_rest(call)
         include = bool((body.stream_options or {}).get("include_usage"))
         events = stream_response(
             pieces,
-            info,
+            call,
             "text_completion",
             body.model,
             include,
@@ -449,8 +373,7 @@ async def completions(request: Request, who: Identity = Depends(caller)):
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    text, scored = await collect_scored(pieces)
-    call = info[0]
+    text, scored = await collect_scored(call)
     return JSONResponse(
         {
             "id": "cmpl-" + call.record.id,

@@ -19,9 +19,12 @@ from ..protocol import FileEntry, IollmError, NotFound, ProtocolError, RepoNotFo
 from ..protocol.pull import place_file
 from ..store import ChunkStore
 from ..store.reader import ChunkedFile
+from .backends import registry
+from .backends.registry import BackendType
 
 ENVIRONMENT_FILE = "environment.json"
 ENVFILE = "Envfile"
+_FOLDER_BACKEND = "transformers"  # what runs an uploaded folder whose weights no engine claims
 _CACHE_SECONDS = 1.0
 
 
@@ -41,7 +44,7 @@ class ModelSpec:
     model_id: str  # the id callers use, without revision
     repo: str
     commit: str
-    backend: str  # "llama.cpp" | "transformers" | "remote"
+    backend: str  # a name in backends.registry ("llama.cpp", "transformers", "remote"), or "path"
     weights: tuple[FileEntry, ...] = ()  # GGUF file, or the files of a transformers folder
     base_repo: str = ""
     base_commit: str = ""
@@ -158,13 +161,14 @@ class Resolver:
         env_entry = manifest.file(ENVIRONMENT_FILE)
         if env_entry is not None:
             return self._environment_spec(repo_id, commit, json.loads(self.read_file(env_entry)), card, depth)
-        ggufs = sorted((f for f in manifest.files if f.path.endswith(".gguf")), key=lambda f: -f.size)
-        if ggufs:
-            return ModelSpec(repo_id, repo_id, commit, "llama.cpp", (ggufs[0],), card=card)
-        if manifest.file("config.json") and any(f.path.endswith(".safetensors") for f in manifest.files):
-            return ModelSpec(repo_id, repo_id, commit, "transformers", tuple(manifest.files), card=card)
+        for kind in registry.known():
+            if any(kind.runs(f.path) for f in manifest.files) and all(manifest.file(n) for n in kind.needs):
+                return ModelSpec(
+                    repo_id, repo_id, commit, kind.name, _weights(kind, manifest.files), card=card
+                )
+        missing = "".join(f"no {kind.weights}, " for kind in registry.known() if kind.weights)
         raise NotRunnable(
-            f"{repo_id}@{commit[:12]} has no GGUF file, no safetensors model and no environment.json: "
+            f"{repo_id}@{commit[:12]} has {missing.removesuffix(', ')} and no environment.json: "
             "nothing to run. Push weights, or create an environment with `iollm create NAME -f Envfile`."
         )
 
@@ -196,15 +200,16 @@ class Resolver:
             )
         if base.get("self"):  # FROM a local path: the uploaded weights are in this very commit
             files = [f for f in self.hub.manifest(commit).files if f.path not in (ENVFILE, ENVIRONMENT_FILE)]
-            ggufs = sorted((f for f in files if f.path.endswith(".gguf")), key=lambda f: -f.size)
-            backend = env.get("backend") or ("llama.cpp" if ggufs else "transformers")
-            weights = (ggufs[0],) if backend == "llama.cpp" and ggufs else tuple(files)
+            named = env.get("backend")
+            kind = (
+                registry.find(named) if named else registry.for_files(f.path for f in files)
+            ) or registry.named(_FOLDER_BACKEND)
             return ModelSpec(
                 repo_id,
                 repo_id,
                 commit,
-                backend,
-                weights,
+                named or kind.name,
+                _weights(kind, files),
                 base_repo=repo_id,
                 base_commit=commit,
                 parameters=dict(env.get("parameters") or {}),
@@ -253,9 +258,19 @@ class Resolver:
                 if not (blob.exists() and blob.stat().st_size == entry.size):
                     _write_verified(store, entry, blob)
                 place_file(blob, folder / entry.path)
-        if spec.backend == "llama.cpp":
+        kind = registry.find(spec.backend)
+        if kind is not None and kind.single_file:
             return folder / spec.weights[0].path
         return folder
+
+
+def _weights(kind: BackendType, files: list[FileEntry]) -> tuple[FileEntry, ...]:
+    """What an engine loads of a repository: its largest weights file, or every file (a folder)."""
+    if kind.single_file:
+        ours = [f for f in files if kind.runs(f.path)]
+        if ours:
+            return (max(ours, key=lambda f: f.size),)
+    return tuple(files)
 
 
 def _write_verified(store: ChunkStore, entry: FileEntry, target: Path) -> None:

@@ -1,6 +1,12 @@
 """The runtime as the APIs see it: resolve a model, wait for a turn, generate on a worker thread,
 stream pieces back to the event loop, and write exactly one usage record per call.
 
+``Runtime.chat`` and ``Runtime.complete`` are the one recipe every caller uses (the OpenAI and Ollama
+routes, paths, the editor): resolve the id, put the environment's MESSAGE history first, merge the
+request's sampling values over its PARAMETERs, and start a ``Call``. An id in a namespace registered in
+``Runtime.virtual_models`` (``path/NAME``: a workflow, served by the paths layer) is resolved and
+answered by that handler instead, so every chat route serves it alike.
+
 The generation thread owns the engine until it finishes: it releases the engine's slot and writes the
 usage record itself, so a client that disconnects cannot leave an engine busy or a call unmetered.
 
@@ -17,14 +23,14 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from ..hub import Identity
 from ..protocol import Unauthorized
 from .backends import Backend, ChatMessage, Counts, Embedding, GenerationParams, Piece
 from .manager import Loaded, ModelManager
-from .resolve import ModelSpec, Resolver
+from .resolve import ModelSpec, NotRunnable, Resolver
 from .sampling import check_sampling
 from .usage import UsageLog, UsageRecord
 
@@ -136,14 +142,47 @@ def params_for(spec: ModelSpec, request: dict[str, Any]) -> GenerationParams:
 
 
 @dataclass
-class CallInfo:
-    """What a finished (or running) call knows; the APIs read it to build their final message."""
+class Call:
+    """One chat or completion call. ``async for piece in call`` runs it (an engine is acquired when the
+    first piece is asked for); ``record``, ``counts`` and ``finish_reason`` are final once the pieces are
+    exhausted, and the APIs read them to build their last message."""
 
     spec: ModelSpec
     record: UsageRecord
-    counts: Counts
+    counts: Counts = field(default_factory=Counts)
     load_seconds: float = 0.0
     finish_reason: str = "stop"
+    pieces: AsyncIterator[Piece] | None = field(default=None, repr=False)  # set by whoever runs the call
+
+    def __aiter__(self) -> AsyncIterator[Piece]:
+        if self.pieces is None:
+            raise RuntimeError(f"the call to {self.spec.model_id} was never started")
+        return self.pieces
+
+    async def text(self) -> str:
+        """Run the call to its end and return the generated text."""
+        return "".join([piece.text async for piece in self])
+
+
+class VirtualModels(Protocol):
+    """Ids served by something other than an engine, in one namespace (``path/NAME``: a workflow run by
+    the paths layer, which sits above the runtime and is registered as ``runtime.virtual_models["path"]``
+    when the node starts). ``resolve`` names the exact version (or raises ModelNotFound); ``chat`` starts
+    the call the way ``Runtime.chat`` does and writes its one usage record when it ends. Such a model
+    answers chat calls only."""
+
+    def list_models(self, caller: Identity) -> list[dict[str, Any]]: ...
+
+    def resolve(self, caller: Identity, model: str) -> ModelSpec: ...
+
+    def chat(
+        self,
+        caller: Identity,
+        spec: ModelSpec,
+        messages: list[ChatMessage],
+        params: dict[str, Any],
+        stream: bool,
+    ) -> Call: ...
 
 
 class Runtime:
@@ -160,6 +199,7 @@ class Runtime:
         self.anonymous_inference = anonymous_inference
         self.admission: list[Admission] = []  # e.g. the mining layer's credit check
         self.reservation: Reserve | None = None  # holds a priced call's most cost before its first token
+        self.virtual_models: dict[str, VirtualModels] = {}  # namespace -> handler (``path``: workflows)
         # Generations run on reused threads; engines release the GIL while computing.
         self._threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="generate")
 
@@ -174,7 +214,12 @@ class Runtime:
         return caller.name or "anonymous"
 
     def resolve(self, caller: Identity, model: str) -> ModelSpec:
+        """The spec ``model`` names for ``caller``, admitted by every ``admission`` check (a virtual
+        model's inner calls are admitted one by one, when it makes them)."""
         self.caller_name(caller)
+        virtual = self.virtual_for(model)
+        if virtual is not None:
+            return virtual.resolve(caller, model)
         spec = self.resolver.resolve(caller, model)
         for check in self.admission:
             check(caller, spec)
@@ -185,18 +230,64 @@ class Runtime:
         preset = [ChatMessage(role, content) for role, content in spec.messages]
         return preset + messages if preset else messages
 
-    async def generate(
+    def virtual_for(self, model: str) -> VirtualModels | None:
+        """The handler that serves ``model`` when its namespace is registered (``path/NAME``), else None."""
+        namespace, slash, _ = model.partition("/")
+        return self.virtual_models.get(namespace) if slash else None
+
+    def chat(
         self,
         caller: Identity,
-        spec: ModelSpec,
-        kind: str,
-        run: Callable[[Backend, Counts, threading.Event], Iterator[Piece]],
-        stream: bool,
-        info_out: list[CallInfo],
-    ) -> AsyncIterator[Piece]:
-        """Yield pieces of one generation; ``info_out`` receives the call's CallInfo first."""
-        started = time.perf_counter()
-        record = UsageRecord(
+        model: str | ModelSpec,
+        messages: list[ChatMessage],
+        params: dict[str, Any],
+        stream: bool = False,
+    ) -> Call:
+        """A chat call to ``model`` (an id, or the spec it was already resolved to). ``params`` are the
+        request's sampling values, which win over the environment's PARAMETERs (``params_for``)."""
+        spec = model if isinstance(model, ModelSpec) else self.resolve(caller, model)
+        virtual = self.virtual_for(spec.model_id)
+        if virtual is not None:
+            return virtual.chat(caller, spec, messages, params, stream)
+        conversation = self.messages_for(spec, messages)
+        generation = params_for(spec, params)
+        return self._start(
+            caller, spec, "chat", lambda b, c, x: b.chat(conversation, generation, c, x), stream
+        )
+
+    def complete(
+        self,
+        caller: Identity,
+        model: str | ModelSpec,
+        prompt: str,
+        params: dict[str, Any],
+        stream: bool = False,
+        logprobs: int | None = None,
+        prompt_logprobs: bool = False,
+    ) -> Call:
+        """A completion of the raw ``prompt`` (no chat template); ``logprobs`` and ``prompt_logprobs``
+        as in ``GenerationParams``."""
+        spec = self._engine_spec(caller, model)
+        generation = params_for(spec, params)
+        generation.logprobs = logprobs
+        generation.prompt_logprobs = prompt_logprobs
+        return self._start(
+            caller, spec, "completion", lambda b, c, x: b.complete(prompt, generation, c, x), stream
+        )
+
+    def _engine_spec(self, caller: Identity, model: str | ModelSpec) -> ModelSpec:
+        spec = model if isinstance(model, ModelSpec) else self.resolve(caller, model)
+        if self.virtual_for(spec.model_id) is not None:
+            raise NotRunnable(f"{spec.model_id} answers chat calls only (send it to a chat route)")
+        return spec
+
+    def new_call(self, caller: Identity, spec: ModelSpec, kind: str, stream: bool) -> Call:
+        """A call whose usage record names the caller (who must be allowed to infer) and the model's
+        exact version; whoever runs it sets ``pieces`` and writes the record once it ends."""
+        return Call(spec, self._record(caller, spec, kind, stream))
+
+    def _record(self, caller: Identity, spec: ModelSpec, kind: str, stream: bool) -> UsageRecord:
+        return UsageRecord(
             caller=self.caller_name(caller),
             model=spec.model_id,
             repo=spec.base_repo or spec.repo,
@@ -205,11 +296,30 @@ class Runtime:
             kind=kind,
             stream=stream,
         )
-        counts = Counts()
-        info = CallInfo(spec, record, counts)
-        info_out.append(info)
+
+    def _start(
+        self,
+        caller: Identity,
+        spec: ModelSpec,
+        kind: str,
+        run: Callable[[Backend, Counts, threading.Event], Iterator[Piece]],
+        stream: bool,
+    ) -> Call:
+        call = self.new_call(caller, spec, kind, stream)
+        call.pieces = self._generate(caller, call, run)
+        return call
+
+    async def _generate(
+        self,
+        caller: Identity,
+        call: Call,
+        run: Callable[[Backend, Counts, threading.Event], Iterator[Piece]],
+    ) -> AsyncIterator[Piece]:
+        """Yield the pieces of one generation, filling in ``call`` as they come."""
+        started = time.perf_counter()
+        spec, record, counts, kind = call.spec, call.record, call.counts, call.record.kind
         loaded = await self.manager.acquire(spec)
-        info.load_seconds = loaded.load_seconds if loaded.first_use else 0.0
+        call.load_seconds = loaded.load_seconds if loaded.first_use else 0.0
         loaded.first_use = False
         await self.manager.slot(loaded)
         loop = asyncio.get_running_loop()
@@ -239,7 +349,7 @@ class Runtime:
                     if record.ttft_ms is None and piece.text:
                         record.ttft_ms = round((time.perf_counter() - started) * 1000, 3)
                     if piece.finish_reason:
-                        info.finish_reason = piece.finish_reason
+                        call.finish_reason = piece.finish_reason
                         if piece.finish_reason == "cancelled":
                             status = "cancelled"
                     loop.call_soon_threadsafe(pieces.put_nowait, piece)
@@ -247,7 +357,7 @@ class Runtime:
                 status, error = "error", f"{exc.__class__.__name__}: {exc}"
                 loop.call_soon_threadsafe(pieces.put_nowait, exc)
             finally:
-                if cancel.is_set() and status == "ok" and info.finish_reason not in ("stop", "length"):
+                if cancel.is_set() and status == "ok" and call.finish_reason not in ("stop", "length"):
                     status = "cancelled"
                 self._finish(loaded, record, counts, started, status, error, loop, metered=not refused)
                 loop.call_soon_threadsafe(pieces.put_nowait, _END)
@@ -283,15 +393,8 @@ class Runtime:
 
     async def embed(self, caller: Identity, spec: ModelSpec, texts: list[str]) -> Embedding:
         started = time.perf_counter()
-        record = UsageRecord(
-            caller=self.caller_name(caller),
-            model=spec.model_id,
-            repo=spec.base_repo or spec.repo,
-            commit=spec.base_commit or spec.commit,
-            backend=spec.backend,
-            kind="embedding",
-            stream=False,
-        )
+        spec = self._engine_spec(caller, spec)
+        record = self._record(caller, spec, "embedding", stream=False)
         loaded = await self.manager.acquire(spec)
         await self.manager.slot(loaded)
         refused = False

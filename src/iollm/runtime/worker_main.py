@@ -29,6 +29,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
+from .backends import registry
 from .backends.base import (
     Backend,
     BackendFailure,
@@ -40,6 +41,7 @@ from .backends.base import (
     logprobs_from_json,
     logprobs_json,
 )
+from .backends.registry import LoadOptions
 
 _FIELDS = (
     "temperature",
@@ -56,17 +58,8 @@ _FIELDS = (
 def load_backend(args: argparse.Namespace) -> Backend:
     template = Path(args.template_file).read_text() if args.template_file else None
     system = Path(args.system_file).read_text() if args.system_file else None
-    if args.backend == "llama.cpp":
-        from .backends.llamacpp import LlamaCppBackend
-
-        return LlamaCppBackend(
-            Path(args.path), n_ctx=args.ctx, template=template, system=system, n_batch=args.batch
-        )
-    if args.backend == "transformers":
-        from .backends.transformers import TransformersBackend
-
-        return TransformersBackend(Path(args.path), n_ctx=args.ctx, template=template, system=system)
-    raise SystemExit(f"unknown backend {args.backend!r}")
+    options = LoadOptions(Path(args.path), args.ctx, template=template, system=system, batch=args.batch)
+    return registry.named(args.backend).load(options)
 
 
 def package_report(names: list[str]) -> dict[str, Any]:
@@ -329,7 +322,8 @@ def _watch_parent(parent: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="iollm-worker", description=__doc__)
-    parser.add_argument("--backend", required=True, choices=["llama.cpp", "transformers"])
+    local = [kind.name for kind in registry.known() if not kind.remote]
+    parser.add_argument("--backend", required=True, choices=local)
     parser.add_argument("--path", required=True, help="GGUF file or model folder")
     parser.add_argument("--ctx", type=int, default=4096)
     parser.add_argument("--batch", type=int, default=512)

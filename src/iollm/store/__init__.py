@@ -13,6 +13,7 @@ from .chunking import (
 )
 from .chunkstore import ChunkStore, VerifyReport, forget_ingested, ingested_here
 from .errors import ChunkCorrupt, ChunkMissing, StoreError
+from .sqlite import SqlitePerThread
 
 __all__ = [
     "CHUNKING_SPEC",
@@ -22,6 +23,7 @@ __all__ = [
     "ChunkStore",
     "FileDigest",
     "MappedFile",
+    "SqlitePerThread",
     "StoreError",
     "VerifyReport",
     "chunk_id",

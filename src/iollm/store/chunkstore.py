@@ -15,7 +15,6 @@ import fcntl
 import hashlib
 import os
 import queue
-import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,6 +26,7 @@ from pathlib import Path
 from . import codec
 from .chunking import FileDigest, MappedFile, chunk_id, digest_buffer
 from .errors import ChunkCorrupt, ChunkMissing
+from .sqlite import SqlitePerThread
 
 PACK_MAX = 64 * 1024 * 1024
 SPAN_MAX = 8 * 1024 * 1024  # largest single read when serving consecutive chunks
@@ -196,7 +196,7 @@ class ChunkStore:
         self.packs_dir = self.root / "packs"
         self.packs_dir.mkdir(parents=True, exist_ok=True)
         self.durable = durable
-        self._local = threading.local()
+        self._db = SqlitePerThread(self.root / "index.sqlite")
         self._write_lock = threading.Lock()
         self._read_fds: dict[int, int] = {}
         self._fd_lock = threading.Lock()
@@ -207,15 +207,6 @@ class ChunkStore:
         self._recover()
 
     # -- plumbing -------------------------------------------------------------------------------
-
-    def _db(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.root / "index.sqlite", timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
 
     def pack_path(self, pack: int) -> Path:
         return self.packs_dir / f"pack-{pack:06d}.pack"
@@ -546,8 +537,5 @@ class ChunkStore:
             for fd in self._read_fds.values():
                 os.close(fd)
             self._read_fds.clear()
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        self._db.close()
         self._lock_file.close()

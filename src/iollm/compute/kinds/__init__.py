@@ -1,35 +1,10 @@
-"""Job kinds. Each kind says how to validate a spec and split it into units (on the node), how to run
-a unit (on a provider's worker) and how to finish the job from its units' results (on the node).
-
-Kinds that belong to upper layers (``path-eval`` lives with the path module) register themselves
-here, so the compute layer never imports the layers above it."""
+"""The job kinds the compute layer ships, one module each: importing this package imports every module
+in it, and each kind registers itself (``iollm.compute.kind``). A new kind is a new module here."""
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+import importlib
+import pkgutil
 
-
-class JobKind(Protocol):
-    name: str
-    # Whole-job units retry from their checkpoint on another provider; others are simply re-run.
-    checkpointed: bool
-
-    def validate(self, spec: dict[str, Any], services: Any, caller: Any) -> dict[str, Any]: ...
-
-    def plan(self, job_id: str, spec: dict[str, Any], services: Any) -> list[tuple[str, dict[str, Any]]]: ...
-
-    def resources(self, payload: dict[str, Any]) -> dict[str, int]: ...
-
-    def run(self, payload: dict[str, Any], ctx: Any) -> Any: ...
-
-    def finish(self, job: dict[str, Any], results: dict[str, Any], services: Any) -> dict[str, Any]: ...
-
-    # Optional: ``audit_view(result) -> str``, the part of a result an honest re-run must reproduce.
-
-
-KINDS: dict[str, JobKind] = {}
-
-
-def register_kind(kind: JobKind) -> JobKind:
-    KINDS[kind.name] = kind
-    return kind
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")

@@ -15,8 +15,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from ...protocol import FileEntry, ProtocolError
+from ..kind import register_kind
 from ..local_models import chat_once
-from . import register_kind
 from .specs import (
     check_keys,
     dataset_rows,
@@ -160,12 +160,7 @@ class BatchInfer:
             for r in rows
         ]
         digest, _ = services.hub.store.ingest_bytes(("\n".join(lines) + "\n").encode())
-        entry = FileEntry(
-            path=OUTPUT_FILE,
-            size=digest.size,
-            sha256=digest.sha256,
-            chunks=[(c.digest.hex(), c.length) for c in digest.chunks],
-        )
+        entry = FileEntry.from_digest(OUTPUT_FILE, digest)
         card = {
             "source_model": spec["model"]["repo"],
             "model_commit": spec["model"]["commit"],

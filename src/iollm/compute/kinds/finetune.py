@@ -42,8 +42,8 @@ from ...protocol import (
     pull,
 )
 from ...store.reader import ChunkedFile
+from ..kind import register_kind
 from ..tables import logs
-from . import register_kind
 from .specs import (
     check_keys,
     dataset_rows,

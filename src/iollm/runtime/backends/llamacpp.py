@@ -36,6 +36,7 @@ from .base import (
     log_softmax,
     token_logprob,
 )
+from .registry import BackendType, LoadOptions
 
 # Positions whose logits one scoring pass asks for: llama.cpp keeps SCORE_CHUNK x n_vocab floats
 # (12 MB for SmolLM2, 39 MB for a 152k vocabulary) instead of n_ctx x n_vocab.
@@ -341,3 +342,27 @@ def _decode_prefix(data: bytes) -> tuple[str, bytes]:
         except UnicodeDecodeError:
             continue
     return data.decode("utf-8", errors="replace"), b""
+
+
+def load(options: LoadOptions) -> LlamaCppBackend:
+    assert options.location is not None
+    return LlamaCppBackend(
+        options.location,
+        n_ctx=options.context,
+        template=options.template,
+        system=options.system,
+        n_batch=options.batch,
+        n_threads=options.threads,
+    )
+
+
+BACKEND = BackendType(
+    name="llama.cpp",
+    load=load,
+    aliases=("llamacpp", "llama_cpp", "llama-cpp", "gguf"),
+    suffixes=(".gguf",),
+    weights="GGUF file",
+    magic=b"GGUF",
+    single_file=True,
+    precedence=10,  # GGUF wins when a repository has both
+)

@@ -29,6 +29,7 @@ from .base import (
     Unsupported,
     logprobs_from_json,
 )
+from .registry import BackendType, LoadOptions
 
 
 class RemoteBackend:
@@ -226,3 +227,10 @@ class RemoteBackend:
 
     def close(self) -> None:
         self.http.close()
+
+
+def load(options: LoadOptions) -> RemoteBackend:
+    return RemoteBackend(options.url, options.model, options.api)
+
+
+BACKEND = BackendType(name="remote", load=load, remote=True, precedence=90)

@@ -31,6 +31,7 @@ from .base import (
     drain,
     token_logprob,
 )
+from .registry import BackendType, LoadOptions
 
 # Prompt positions scored per forward pass: the logits kept are SCORE_CHUNK x n_vocab, not the prompt's.
 SCORE_CHUNK = 64
@@ -360,3 +361,20 @@ class _IncrementalText:
         after = self._decode(self.ids[self.prefix :])
         self.prefix = self.read = len(self.ids)
         return after[len(before) :]
+
+
+def load(options: LoadOptions) -> TransformersBackend:
+    assert options.location is not None
+    return TransformersBackend(
+        options.location, n_ctx=options.context, template=options.template, system=options.system
+    )
+
+
+BACKEND = BackendType(
+    name="transformers",
+    load=load,
+    suffixes=(".safetensors",),
+    weights="safetensors model",
+    needs=("config.json",),
+    precedence=20,
+)
