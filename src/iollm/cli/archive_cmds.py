@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ..protocol import Forbidden, download_export, upload_import
+from ..errors import Forbidden
+from ..protocol import download_export, upload_import
 from .common import (
     Ctx,
     EndpointOpt,

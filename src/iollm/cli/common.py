@@ -21,8 +21,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from ..errors import IollmError, ProtocolError
 from ..node.config import default_home
-from ..protocol import IollmError, ProtocolError
 from ..protocol.client import DEFAULT_ENDPOINT, NodeClient
 
 stdout = Console()

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from ..protocol import ProtocolError
+from ..errors import ProtocolError
 from .common import Ctx, EndpointOpt, HomeOpt, JsonOpt, TokenOpt, emit, errors, stdout
 
 provider_app = typer.Typer(help="Lend this machine's compute: identity, joining a node's pool.")

@@ -8,7 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from ..protocol import FileEntry, NodeClient, ProtocolError
+from ..errors import ProtocolError
+from ..protocol import FileEntry, NodeClient
 from ..protocol.push import LocalFile, _upload, collect_files
 from ..runtime.envfile import Envfile, EnvfileError, load_envfile
 from ..store import digest_file

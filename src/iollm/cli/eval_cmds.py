@@ -13,11 +13,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ..errors import IollmError, NotFound, ProtocolError
 from ..paths.catalog import load_suite
 from ..paths.eval_card import card_with_result
 from ..paths.eval_run import EvalConfig, EvalReport, ResultCache, run_eval
-from ..protocol import IollmError, NodeClient, NotFound, put_file
-from ..protocol.errors import ProtocolError
+from ..protocol import NodeClient, put_file
 from .common import Ctx, EndpointOpt, JsonOpt, TokenOpt, emit, stderr, stdout
 from .path_cmds import path_errors
 

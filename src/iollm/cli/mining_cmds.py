@@ -11,8 +11,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from ..errors import ProtocolError
 from ..money import format_credits, parse_credits
-from ..protocol import ProtocolError
 from .common import Ctx, EndpointOpt, HomeOpt, JsonOpt, TokenOpt, emit, errors, stdout
 
 credits_app = typer.Typer(help="Credits (admin).")

@@ -30,6 +30,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..errors import IollmError, Unavailable
 from ..paths.catalog import list_suites, load_suite
 from ..paths.clients import OpenAIClient, open_client, warm_up
 from ..paths.cluster_search import ClusterEvaluator
@@ -41,7 +42,6 @@ from ..paths.report import write_report
 from ..paths.sandbox import Sandbox
 from ..paths.search import Search, SearchConfig
 from ..paths.suites import SuiteError
-from ..protocol import IollmError, Unavailable
 from .common import Ctx, EndpointOpt, HomeOpt, JsonOpt, TokenOpt, emit, errors, fail, stderr, stdout
 
 app = typer.Typer()  # top-level commands: leaderboard

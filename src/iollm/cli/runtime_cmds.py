@@ -10,7 +10,7 @@ import httpx
 import typer
 from rich.table import Table
 
-from ..protocol import ProtocolError, Unavailable, error_from_json
+from ..errors import ProtocolError, Unavailable, error_from_json
 from .common import Ctx, EndpointOpt, HomeOpt, JsonOpt, TokenOpt, emit, errors, stdout
 
 app = typer.Typer()

@@ -14,7 +14,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from .. import signing
-from ..protocol import Conflict, NotFound, ProtocolError
+from ..errors import Conflict, NotFound, ProtocolError
 
 KEY_FILE = "provider.key"
 INFO_FILE = "provider.json"

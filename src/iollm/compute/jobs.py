@@ -22,8 +22,8 @@ from sqlalchemy import select
 
 from .. import signing
 from ..database import Database, utc_now_iso
+from ..errors import Conflict, NotFound, ProtocolError
 from ..hub import Accounts, Hub, Identity
-from ..protocol import Conflict, NotFound, ProtocolError
 from .cluster import Cluster
 from .kind import KINDS
 from .metering import Meters, result_digest

@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 
 from .. import signing
 from ..database import Database, utc_now_iso
-from ..protocol import ProtocolError
+from ..errors import ProtocolError
 from .identity import check_signed
 from .tables import meters
 

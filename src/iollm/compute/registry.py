@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from ..database import Database, utc_now_iso
+from ..errors import NotFound, ProtocolError
 from ..hub import Identity
-from ..protocol import NotFound, ProtocolError
 from . import benchmark
 from .identity import check_signed
 from .tables import audits, jobs, meters, providers

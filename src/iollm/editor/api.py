@@ -9,10 +9,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
+from ..errors import ProtocolError
 from ..hub import Identity
 from ..hub.deps import caller
 from ..paths.graph import GraphError, problems
-from ..protocol import ProtocolError
 from ..protocol.server import read_json_body
 from . import sse
 from .catalog import catalog

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from ..errors import ProtocolError
 from ..hub import Hub, Identity
 from ..paths.clients import SerialPerModel
 from ..paths.evaluation import evaluate_task
@@ -14,7 +15,6 @@ from ..paths.executor import Executor
 from ..paths.graph import GraphError, parse_graph
 from ..paths.sandbox import Sandbox
 from ..paths.serving import RuntimeClient
-from ..protocol import ProtocolError
 from ..runtime import Runtime
 from .prices import price_book
 from .runs import served_models

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..errors import ProtocolError
 from ..hub import Hub, Identity
 from ..paths.executor import Executor, ancestors
 from ..paths.graph import Graph, GraphError, parse_graph
-from ..protocol import ProtocolError
 from ..runtime import Runtime
 from .live_client import LiveClient
 from .prices import price_book

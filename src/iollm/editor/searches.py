@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import NotFound, ProtocolError
 from ..hub import Hub, Identity
 from ..paths.clients import CachedClient, CallCache, SerialPerModel
 from ..paths.evaluation import SearchError
@@ -18,7 +19,6 @@ from ..paths.graph import GraphError, parse_graph
 from ..paths.search import Search, SearchConfig
 from ..paths.serving import RuntimeClient
 from ..paths.space import Candidate
-from ..protocol import NotFound, ProtocolError
 from ..runtime import Runtime
 from .prices import price_book
 from .runs import served_models

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..errors import ProtocolError
 from ..paths.catalog import BUILTIN_SUITES, load_suite
 from ..paths.suites import Suite, SuiteError, task_from_json
-from ..protocol import ProtocolError
 
 MAX_INLINE_TASKS = 1000
 

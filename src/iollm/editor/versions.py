@@ -8,8 +8,9 @@ import json
 import re
 from typing import Any
 
+from ..errors import NotFound, ProtocolError
 from ..hub import Hub, Identity
-from ..protocol import FileEntry, NotFound, ProtocolError, check_name
+from ..protocol import FileEntry, check_name
 from ..store.reader import ChunkedFile
 from .diff import diff_graphs
 

@@ -18,7 +18,8 @@ from sqlalchemy import inspect, select
 from sqlalchemy.exc import DBAPIError
 
 from ..database import Database, utc_now_iso
-from ..protocol import Conflict, Forbidden, NotFound, ProtocolError, Unauthorized, check_name
+from ..errors import Conflict, Forbidden, NotFound, ProtocolError, Unauthorized
+from ..protocol import check_name
 from .names import check_namespace
 from .tables import memberships, tokens, users
 

@@ -12,17 +12,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..protocol import (
-    PROTOCOL,
-    SUPPORTED_PROTOCOLS,
-    FileEntry,
-    Forbidden,
-    IntegrityError,
-    MissingChunks,
-    PayloadTooLarge,
-    ProtocolError,
-    check_protocol,
-)
+from ..errors import Forbidden, IntegrityError, MissingChunks, PayloadTooLarge, ProtocolError
+from ..protocol import PROTOCOL, SUPPORTED_PROTOCOLS, FileEntry, check_protocol
 from ..protocol.client import FRAME_HEADER
 from ..protocol.server import Model, parse_json_body, validate_body
 from ..store import CHUNKING_SPEC, ChunkCorrupt, ChunkMissing, ChunkStore, chunk_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 
-from ..protocol import Unauthorized
+from ..errors import Unauthorized
 from .accounts import Accounts, Identity
 from .repos import Hub
 

@@ -24,17 +24,16 @@ from fastapi import APIRouter, Depends, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from ..protocol import (
+from ..errors import (
     Conflict,
     EntryNotFound,
-    FileEntry,
     IntegrityError,
     NotFound,
     PayloadTooLarge,
     ProtocolError,
     RepoNotFound,
-    check_path,
 )
+from ..protocol import FileEntry, check_path
 from ..protocol.server import MessageErrorRoute, read_json_body
 from ..store import MappedFile
 from ..store.reader import ChunkedFile

@@ -9,7 +9,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..protocol import IntegrityError, NotFound, parse_manifest
+from ..errors import IntegrityError, NotFound
+from ..protocol import parse_manifest
 from ..protocol.client import NodeClient
 from ..store import ChunkStore, chunk_id
 from .repos import Hub

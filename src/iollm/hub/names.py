@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..protocol import ProtocolError
+from ..errors import ProtocolError
 
 # First path segments of the node's own routes: a namespace with one of these names could not be
 # served by the Hugging Face style /{namespace}/{name}/resolve/... routes.

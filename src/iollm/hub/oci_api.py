@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from ..protocol import Forbidden, PayloadTooLarge
+from ..errors import Forbidden, PayloadTooLarge
 from .accounts import Identity
 from .api import stop_on_damage
 from .archive import import_archive, plan_export

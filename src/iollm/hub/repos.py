@@ -31,17 +31,19 @@ import zstandard
 from sqlalchemy import false, or_, select, true
 
 from ..database import Database, insert_ignore, utc_now_iso
-from ..protocol import (
-    REPO_TYPES,
+from ..errors import (
     Conflict,
-    FileEntry,
     Forbidden,
     IntegrityError,
-    Manifest,
     MissingChunks,
     ProtocolError,
     RepoNotFound,
     RevisionNotFound,
+)
+from ..protocol import (
+    REPO_TYPES,
+    FileEntry,
+    Manifest,
     check_file_list,
     check_name,
     is_commit_id,

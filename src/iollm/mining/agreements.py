@@ -18,9 +18,9 @@ from sqlalchemy import Connection, select
 
 from .. import signing
 from ..database import Database, utc_now_iso
+from ..errors import Conflict, Forbidden, NotFound, ProtocolError
 from ..hub import Hub, Identity
 from ..money import BPS_SCALE, credits_from_json, parse_credits
-from ..protocol import Conflict, Forbidden, NotFound, ProtocolError
 from .tables import agreements, keys
 from .tamperlog import TamperLog
 

@@ -8,9 +8,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
+from ..errors import ProtocolError
 from ..hub import Identity
 from ..hub.deps import caller
-from ..protocol import ProtocolError
 from .tamperlog import check_proof
 
 router = APIRouter(prefix="/api")

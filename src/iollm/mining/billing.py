@@ -24,9 +24,9 @@ from typing import Any
 from sqlalchemy import Connection, func, select
 
 from ..database import Database, insert_ignore, utc_now_iso
+from ..errors import Forbidden, ProtocolError
 from ..hub import Hub, Identity
 from ..money import BPS_SCALE, MAX_MICRO, allocate, credits_from_json, format_credits, price_for_tokens
-from ..protocol import Forbidden, ProtocolError
 from ..runtime import UsageLog
 from ..runtime.service import CallBound
 from ..runtime.usage import usage as usage_records

@@ -31,8 +31,8 @@ from typing import Any
 from sqlalchemy import Connection, select, text
 
 from ..database import Database, utc_now_iso
+from ..errors import Conflict, IollmError, NotFound, ProtocolError
 from ..money import MAX_MICRO
-from ..protocol import Conflict, IollmError, NotFound, ProtocolError
 from .tables import accounts, holds, insert_many, select_in, transfers
 from .tamperlog import TamperLog, entry_bytes
 

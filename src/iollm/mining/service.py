@@ -14,10 +14,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import select
 
 from ..database import Database
+from ..errors import Forbidden, NotFound, ProtocolError
 from ..hub import Hub, Identity
 from ..hub.tables import users as hub_users
 from ..money import MICRO, credits_from_json
-from ..protocol import Forbidden, NotFound, ProtocolError, check_name, split_repo_id
+from ..protocol import check_name, split_repo_id
 from ..runtime import UsageLog
 from .agreements import Agreements
 from .billing import Billing, Fees

@@ -13,7 +13,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from decimal import Decimal
 from typing import Generic, NamedTuple, TypeVar, overload
 
-from ..protocol.errors import ProtocolError
+from ..errors import ProtocolError
 
 __all__ = [
     "BPS_SCALE",

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from ..protocol import IollmError, ProtocolError
+from ..errors import IollmError, ProtocolError
 from ..store import ChunkCorrupt, ChunkMissing
 
 log = logging.getLogger("iollm.node")

@@ -17,8 +17,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol import ProtocolError
-from ..protocol.errors import PayloadTooLarge
+from ..errors import PayloadTooLarge, ProtocolError
 from .errors import answers_message
 
 Scope = MutableMapping[str, Any]

@@ -13,9 +13,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..database import Database
+from ..errors import Forbidden, NotFound
 from ..hub import Identity
 from ..hub.deps import caller
-from ..protocol import Forbidden, NotFound
 from . import leaderboard as board
 
 router = APIRouter(prefix="/api")

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from ..protocol import IollmError, error_from_json
+from ..errors import IollmError, error_from_json
 from ..store import SqlitePerThread
 
 

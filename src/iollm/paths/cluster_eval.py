@@ -15,7 +15,7 @@ from typing import Any
 
 from ..compute import register_kind
 from ..compute.local_models import chat_once
-from ..protocol import NotFound, ProtocolError
+from ..errors import NotFound, ProtocolError
 from .catalog import load_suite
 from .clients import CallResult
 from .evaluation import evaluate_unit_async

@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 
 from ..database import Database, utc_now_iso
-from ..protocol import ProtocolError
+from ..errors import ProtocolError
 from .graph import GraphError, parse_graph
 from .stats import bootstrap_ci, paired_bootstrap
 

@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
+from ..errors import ProtocolError
 from ..hub import Identity
 from ..hub.deps import caller
-from ..protocol import ProtocolError
 from ..protocol.server import parse_json_body
 
 router = APIRouter(prefix="/api")

@@ -17,8 +17,9 @@ from contextvars import ContextVar
 from dataclasses import replace
 from typing import Any
 
+from ..errors import Forbidden, ProtocolError
 from ..hub import Hub, Identity
-from ..protocol import FileEntry, Forbidden, ProtocolError, check_name
+from ..protocol import FileEntry, check_name
 from ..runtime import Call, ChatMessage, ModelNotFound, ModelSpec, Runtime
 from ..runtime.backends import Piece
 from .clients import CallResult

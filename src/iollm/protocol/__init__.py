@@ -1,9 +1,6 @@
 """Wire layer of the sharing protocol: versioned manifests, errors, and the client that pushes and pulls."""
 
-from .archive_client import download_export, upload_import
-from .cache import LocalCache
-from .client import DEFAULT_ENDPOINT, NodeClient
-from .errors import (
+from ..errors import (
     Conflict,
     EntryNotFound,
     Forbidden,
@@ -20,6 +17,9 @@ from .errors import (
     UnsupportedProtocol,
     error_from_json,
 )
+from .archive_client import download_export, upload_import
+from .cache import LocalCache
+from .client import DEFAULT_ENDPOINT, NodeClient
 from .manifest import (
     MAX_MANIFEST_BYTES,
     PROTOCOL,

@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
+from ..errors import IollmError
 from .client import NodeClient
-from .errors import IollmError
 
 UPLOAD_BLOCK = 4 << 20
 DOWNLOAD_TIMEOUT = httpx.Timeout(60.0, connect=10.0, read=600.0)

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from .errors import IollmError, Unavailable, error_from_json
+from ..errors import IollmError, Unavailable, error_from_json
 from .manifest import PROTOCOL, Manifest, check_protocol, parse_manifest
 from .service_calls import ServiceCalls
 

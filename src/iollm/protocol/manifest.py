@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import blake3
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import ProtocolError, UnsupportedProtocol
+from ..errors import ProtocolError, UnsupportedProtocol
 
 if TYPE_CHECKING:
     from ..store import FileDigest

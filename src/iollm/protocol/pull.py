@@ -35,10 +35,10 @@ from typing import Any
 
 import httpx
 
+from ..errors import IntegrityError, IollmError, RevisionNotFound, Unavailable
 from ..store import chunk_id
 from .cache import LocalCache
 from .client import NodeClient
-from .errors import IntegrityError, IollmError, RevisionNotFound, Unavailable
 from .manifest import FileEntry, Manifest, is_commit_id
 
 FETCH_BATCH_BYTES = 8 * 1024 * 1024

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import NotFound, ProtocolError
 from ..store import Chunk, FileDigest, digest_buffer, digest_file, iter_file_chunks
 from .client import NodeClient
-from .errors import NotFound, ProtocolError
 from .manifest import FileEntry, check_path
 
 UPLOAD_BATCH_BYTES = 16 * 1024 * 1024

@@ -12,7 +12,7 @@ from typing import Any, Protocol, TypeVar, overload
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ValidationError
 
-from .errors import ProtocolError
+from ..errors import ProtocolError
 
 Model = TypeVar("Model", bound=BaseModel)
 

@@ -18,8 +18,9 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import NotFound, ProtocolError
 from ..hub import Hub, Identity
-from ..protocol import FileEntry, NotFound, ProtocolError, split_repo_id
+from ..protocol import FileEntry, split_repo_id
 from .backends import registry
 from .envfile import BaseRef, Envfile, EnvfileError, EnvfileWarning, Requirement, parse_envfile
 from .resolve import ENVFILE, ENVIRONMENT_FILE, NotRunnable, Resolver

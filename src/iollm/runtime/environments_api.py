@@ -14,9 +14,10 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..errors import Forbidden, PayloadTooLarge, ProtocolError
 from ..hub import Identity
 from ..hub.deps import caller
-from ..protocol import FileEntry, Forbidden, PayloadTooLarge, ProtocolError
+from ..protocol import FileEntry
 from .environments import Environments
 
 router = APIRouter(prefix="/api/environments")

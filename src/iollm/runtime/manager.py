@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..protocol import IollmError
+from ..errors import IollmError
 from .backends import Backend, BackendFailure
 from .resolve import ModelSpec, Resolver
 

@@ -16,9 +16,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from .. import __version__
+from ..errors import IollmError, ProtocolError
 from ..hub import Identity
 from ..hub.deps import caller
-from ..protocol import IollmError, ProtocolError
 from .backends import ChatMessage
 from .envfile import parse_envfile
 from .openai_api import first_then_rest

@@ -24,9 +24,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
 
+from ..errors import IollmError, ProtocolError
 from ..hub import Identity
 from ..hub.deps import caller
-from ..protocol import IollmError, ProtocolError
 from .backends import ChatMessage, TokenLogprob, logprobs_json
 from .sampling import check_sampling
 from .service import Call, Runtime

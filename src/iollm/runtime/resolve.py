@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..errors import IollmError, NotFound, ProtocolError, RepoNotFound
 from ..hub import Hub, Identity
-from ..protocol import FileEntry, IollmError, NotFound, ProtocolError, RepoNotFound, is_commit_id
+from ..protocol import FileEntry, is_commit_id
 from ..protocol.pull import place_file
 from ..store import ChunkStore
 from ..store.reader import ChunkedFile

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..protocol import ProtocolError
+from ..errors import ProtocolError
 
 _INT64 = 2**63
 

@@ -26,8 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..errors import Unauthorized
 from ..hub import Identity
-from ..protocol import Unauthorized
 from .backends import Backend, ChatMessage, Counts, Embedding, GenerationParams, Piece
 from .manager import Loaded, ModelManager
 from .resolve import ModelSpec, NotRunnable, Resolver

@@ -42,7 +42,7 @@ from typing import Any
 
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
-from ..protocol import IollmError, ProtocolError
+from ..errors import IollmError, ProtocolError
 from .envfile import BaseRef, Envfile, Requirement
 
 log = logging.getLogger("iollm.runtime.venvs")

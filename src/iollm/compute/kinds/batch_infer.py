@@ -14,7 +14,8 @@ import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
-from ...protocol import FileEntry, ProtocolError
+from ...errors import ProtocolError
+from ...protocol import FileEntry
 from ..kind import register_kind
 from ..local_models import chat_once
 from .specs import (

@@ -31,16 +31,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 
 from ...database import utc_now_iso
-from ...protocol import (
-    Conflict,
-    FileEntry,
-    LocalCache,
-    NodeClient,
-    ProtocolError,
-    branch_head,
-    commit_bytes,
-    pull,
-)
+from ...errors import Conflict, ProtocolError
+from ...protocol import FileEntry, LocalCache, NodeClient, branch_head, commit_bytes, pull
 from ...store.reader import ChunkedFile
 from ..kind import register_kind
 from ..tables import logs

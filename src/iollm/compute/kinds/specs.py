@@ -10,16 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ...protocol import (
-    FileEntry,
-    LocalCache,
-    Manifest,
-    NodeClient,
-    NotFound,
-    ProtocolError,
-    pull,
-    split_repo_id,
-)
+from ...errors import NotFound, ProtocolError
+from ...protocol import FileEntry, LocalCache, Manifest, NodeClient, pull, split_repo_id
 from ...store.reader import ChunkedFile
 from ..units import PLUGIN_NAME
 

@@ -12,15 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...protocol import (
-    FileEntry,
-    IntegrityError,
-    Manifest,
-    ProtocolError,
-    is_commit_id,
-    parse_manifest,
-    split_repo_id,
-)
+from ...errors import IntegrityError, ProtocolError
+from ...protocol import FileEntry, Manifest, is_commit_id, parse_manifest, split_repo_id
 from ...store import FileDigest, digest_buffer
 from ..names import check_namespace
 from ..repos import check_ref_name, check_type

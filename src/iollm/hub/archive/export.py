@@ -16,15 +16,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ...protocol import (
-    FileEntry,
-    Manifest,
-    NotFound,
-    ProtocolError,
-    RevisionNotFound,
-    canonical_json,
-    is_commit_id,
-)
+from ...errors import NotFound, ProtocolError, RevisionNotFound
+from ...protocol import FileEntry, Manifest, canonical_json, is_commit_id
 from ...store import ChunkStore
 from ...store.reader import ChunkedFile
 from ..accounts import Identity

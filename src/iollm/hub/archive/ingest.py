@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...protocol import Conflict, Forbidden, NotFound, ProtocolError, split_repo_id
+from ...errors import Conflict, Forbidden, NotFound, ProtocolError
+from ...protocol import split_repo_id
 from ...store import ChunkStore, FileDigest
 from ..accounts import Identity
 from ..repos import Hub, Repo

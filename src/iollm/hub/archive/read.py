@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ...protocol import MAX_MANIFEST_BYTES, ProtocolError
+from ...errors import ProtocolError
+from ...protocol import MAX_MANIFEST_BYTES
 from .layout import MAX_MEMBERS
 
 _BLOB_NAME = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")

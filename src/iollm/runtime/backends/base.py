@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ...protocol import IollmError, ProtocolError
+from ...errors import IollmError, ProtocolError
 
 
 class ContextTooLong(ProtocolError):

@@ -1,4 +1,5 @@
-"""Errors that cross the wire: each has an HTTP status, a stable code and a message that says what to do.
+"""The error tree of every layer (the package's ground floor): each error has an HTTP status, a stable
+code and a message that says what to do.
 
 The node turns them into ``{"error": {"message", "type", "code"}}``; the client turns that back into
 the same exception class, so callers handle one set of errors whether local or remote.
