@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import typer
 from rich.table import Table
@@ -46,10 +45,7 @@ def token_create(
     """Create a new token (shown once). Example: iollm token create laptop --read-only"""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        body: dict[str, Any] = {"name": name, "scope": "read" if read_only else "write"}
-        if user:
-            body["user"] = user
-        result = client.post_json("/api/tokens", body)
+        result = client.create_token(name, "read" if read_only else "write", user)
 
     def human(r: dict[str, Any]) -> None:
         stdout.print(r["token"], highlight=False)  # the only thing on stdout, for $(iollm token create x)
@@ -68,7 +64,7 @@ def token_list(
     """Your tokens (names and scopes; secrets are never stored)."""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        result = client.get_json("/api/tokens")
+        result = client.tokens()
 
     def human(r: dict[str, Any]) -> None:
         table = Table("id", "name", "scope", "created", "revoked")
@@ -102,8 +98,7 @@ def token_revoke(
     A number is taken as an id first; a name must match one live token (else revoke by id)."""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        params = {"user": user} if user else None
-        result = client.request("DELETE", f"/api/tokens/{quote(ref, safe='')}", params=params).json()
+        result = client.revoke_token(ref, user)
     emit(
         ctx,
         result,
@@ -127,7 +122,7 @@ def user_create(
     """Create a user and print its first token. Example: iollm user create alice"""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        result = client.post_json("/api/users", {"name": name, "admin": admin})
+        result = client.create_user(name, admin)
     emit(ctx, result, lambda r: stdout.print(f"user {r['user']} token: {r['token']}"))
 
 
@@ -138,7 +133,7 @@ def user_list(
     """Users and organisations of the node."""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        result = client.get_json("/api/users")
+        result = client.users()
     emit(ctx, result, lambda r: [stdout.print(f"{u['kind']:5} {u['name']}") for u in r["users"]])
 
 
@@ -153,7 +148,7 @@ def org_create(
     """Create an organisation; you become its admin. Example: iollm org create lab"""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        result = client.post_json("/api/orgs", {"name": name})
+        result = client.create_org(name)
     emit(ctx, result, lambda r: stdout.print(f"organisation {r['org']} (admin {r['admin']})"))
 
 
@@ -170,5 +165,5 @@ def org_add(
     """Add a member to an organisation. Example: iollm org add lab alice --role write"""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        result = client.post_json(f"/api/orgs/{org}/members", {"user": user, "role": role})
+        result = client.add_org_member(org, user, role)
     emit(ctx, result, lambda r: stdout.print(f"{r['user']} is now {r['role']} in {r['org']}"))

@@ -10,7 +10,7 @@ import typer
 
 from ..errors import ProtocolError
 from ..protocol import FileEntry, NodeClient
-from ..protocol.push import LocalFile, _upload, collect_files
+from ..protocol.push import LocalFile, collect_files, upload_missing
 from ..runtime.envfile import Envfile, EnvfileError, load_envfile
 from ..store import digest_file
 from .common import (
@@ -57,11 +57,7 @@ def _upload_weights(client: NodeClient, envfile: Envfile, progress: Any) -> tupl
 
     for local in files:
         local.digest = digest_file(local.source, progress=hashed)
-    where = {}
-    for local in files:
-        for chunk in local.digest.chunks if local.digest else ():
-            where.setdefault(chunk.digest, (local, chunk.offset, chunk.length))
-    sent = _upload(client, client.missing_chunks(list(where)), where, progress)
+    sent = upload_missing(client, files, progress)
     entries = [FileEntry.from_digest(f.path, f.digest) for f in files if f.digest is not None]
     return entries, sent
 
@@ -94,8 +90,7 @@ def create_cmd(
             if envfile.base.kind == "path":
                 with transfer_progress(not as_json) as progress:
                     files, sent = _upload_weights(client, envfile, progress)
-            body = {"name": name, "envfile": text, "files": [f.model_dump(mode="json") for f in files]}
-            result = client.post_json("/api/environments", body)
+            result = client.create_environment(name, text, [f.model_dump(mode="json") for f in files])
     result["bytes_sent"] = sent
     for note in result.get("warnings") or []:
         print(f"warning: {note}", file=sys.stderr)
@@ -146,5 +141,5 @@ def export_cmd(
         ns, _, short = repo.partition("/")
         if not short:
             raise ProtocolError(f"invalid environment name {name!r}: expected namespace/name")
-        result = client.get_json(f"/api/environments/{ns}/{short}/envfile", params=params)
+        result = client.environment_envfile(ns, short, params)
     emit(ctx, result, lambda r: sys.stdout.write(r["envfile"]))

@@ -53,7 +53,7 @@ def grant(
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
         credits = format_credits(parse_credits(amount))  # the API takes a decimal string of credits
-        result = client.post_json("/api/credits/grant", {"user": user, "amount": credits, "id": transfer_id})
+        result = client.grant_credits(user, credits, transfer_id)
     emit(
         ctx,
         result,
@@ -76,7 +76,7 @@ def balance(
     """An account's balance (default: your own wallet). Example: iollm balance designer:alice"""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        result = client.get_json("/api/balance", params={"account": account} if account else {})
+        result = client.balance(account)
     emit(ctx, result, lambda r: stdout.print(f"{r['account']}: {format_credits(r['balance'])} credits"))
 
 
@@ -91,7 +91,7 @@ def statement(
     """Every line of an account, each traced to the usage, meter or breakthrough record behind it."""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        result = client.get_json("/api/statement", params={"account": account})
+        result = client.statement(account)
     emit(ctx, result, lambda r: _lines(r["lines"]))
 
 
@@ -108,13 +108,8 @@ def price_set(
     """Price your model. Example: iollm price set alice/terse --prompt 0.5 --completion 1.5"""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        result = client.post_json(
-            "/api/prices",
-            {
-                "model": model,
-                "prompt_per_million": format_credits(parse_credits(prompt)),
-                "completion_per_million": format_credits(parse_credits(completion)),
-            },
+        result = client.set_price(
+            model, format_credits(parse_credits(prompt)), format_credits(parse_credits(completion))
         )
     emit(
         ctx,
@@ -137,9 +132,7 @@ def _designer_key(ctx: Ctx, client) -> Any:
     key = signing.load_private_key(path)
     key_id = signing.public_key_id(key)
     user = client.whoami()["name"]
-    client.post_json(
-        "/api/keys", {"key_id": key_id, "proof": signing.sign_json(key, {"user": user, "key": key_id})}
-    )
+    client.register_key(key_id, signing.sign_json(key, {"user": user, "key": key_id}))
     return key, key_id, user
 
 
@@ -178,7 +171,7 @@ def propose(
         from .. import signing
 
         key, key_id, user = _designer_key(ctx, client)
-        version = client.get_json(f"/api/agreements/{agreement}")["version"] + 1 if agreement else 1
+        version = client.agreement(agreement)["version"] + 1 if agreement else 1
         terms = {
             "agreement": agreement or f"ag-{int(time.time()):x}{os.urandom(4).hex()}",
             "version": version,
@@ -195,9 +188,7 @@ def propose(
             "until": until,
             "cap": format_credits(parse_credits(cap)) if cap else None,  # credits as a decimal string
         }
-        result = client.post_json(
-            "/api/agreements", {"terms": terms, "signature": signing.sign_json(key, terms)}
-        )
+        result = client.propose_agreement(terms, signing.sign_json(key, terms))
     emit(
         ctx,
         result,
@@ -224,16 +215,9 @@ def sign_cmd(
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
         identity = load_identity(ctx.home)
-        current = client.get_json(
-            f"/api/agreements/{agreement_id}", params={"version": version} if version else {}
-        )
-        result = client.post_json(
-            f"/api/agreements/{agreement_id}/signatures",
-            {
-                "provider": identity.id,
-                "version": current["version"],
-                "signature": signing.sign_json(identity.key, current["terms"]),
-            },
+        current = client.agreement(agreement_id, version)
+        result = client.sign_agreement(
+            agreement_id, identity.id, current["version"], signing.sign_json(identity.key, current["terms"])
         )
     emit(ctx, result, lambda r: stdout.print(f"agreement {r['id']} v{r['version']} {r['state']}"))
 
@@ -249,7 +233,7 @@ def agreements_cmd(
     """Agreements and their state (proposed, in_force, superseded)."""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        result = client.get_json("/api/agreements", params={"model": model} if model else {})
+        result = client.agreements(model)
 
     def human(r: dict[str, Any]) -> None:
         from ..mining.agreements import agreement_cap
@@ -272,7 +256,7 @@ def ledger_verify(
     """Recompute every balance and the Merkle root from the log; exit 1 if anything was tampered with."""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        report = client.post_json("/api/ledger/verify", {})
+        report = client.verify_ledger()
 
     def human(r: dict[str, Any]) -> None:
         state = "[green]ok[/green]" if r["ok"] else "[red]TAMPERED[/red]"
@@ -299,7 +283,7 @@ def ledger_prove(
     """An inclusion proof anyone can check with the node's public key (`iollm ledger check`)."""
     ctx = Ctx(endpoint, token, home, as_json)
     with errors(as_json), ctx.client() as client:
-        proof = client.get_json(f"/api/ledger/proof/{entry}")
+        proof = client.ledger_proof(entry)
     emit(ctx, proof)  # pretty JSON
 
 

@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import httpx
 import typer
@@ -350,7 +349,7 @@ def _submit(ctx: Ctx, result: dict[str, Any]) -> dict[str, Any]:
     body["idempotency_key"] = f"path-search-{digest[:32]}"
     try:
         with ctx.client() as client:
-            return client.post_json(f"/api/leaderboard/{quote(result['suite'], safe='/')}/submissions", body)
+            return client.submit_result(result["suite"], body)
     except IollmError as exc:
         return {"error": exc.message}
 
@@ -437,7 +436,7 @@ def path_publish_cmd(
             fail(f"cannot read {graph_file}: {exc.strerror}", as_json, "not_found")
         graph = parse_graph(text)
         with ctx.client() as client:
-            result = client.post_json("/api/paths", {"name": name, "graph": graph.to_json()})
+            result = client.create_path(name, graph.to_json())
     emit(
         ctx,
         result,
@@ -550,8 +549,7 @@ def leaderboard_cmd(
     """
     ctx = Ctx(endpoint, token, home, as_json)
     with path_errors(as_json), ctx.client() as client:
-        params = {"fingerprint": fingerprint} if fingerprint else None
-        board = client.get_json(f"/api/leaderboard/{quote(suite, safe='/')}", params=params)
+        board = client.leaderboard(suite, fingerprint)
     emit(ctx, board, _print_board)
 
 

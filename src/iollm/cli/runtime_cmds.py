@@ -113,7 +113,7 @@ def usage_cmd(
     ctx = Ctx(endpoint, token, home, as_json)
     params = {k: v for k, v in {"model": model, "since": since, "user": user, "limit": limit}.items() if v}
     with errors(as_json), ctx.client() as client:
-        result = client.get_json("/api/usage", params=params)
+        result = client.usage(params)
 
     def human(r: dict[str, Any]) -> None:
         table = Table("time", "caller", "model", "kind", "prompt", "completion", "ms", "status")

@@ -25,7 +25,7 @@ def register(
     client: NodeClient, identity: ProviderIdentity, cpus: int, gpus: int, memory: int
 ) -> dict[str, Any]:
     """Answer the node's benchmark challenge and send the signed registration."""
-    challenge = client.post_json("/api/providers/challenge", {})
+    challenge = client.provider_challenge()
     product = benchmark.solve(int(challenge["seed"]), int(challenge["size"]))
     payload = {
         "provider": identity.id,
@@ -36,9 +36,7 @@ def register(
         "nonce": challenge["nonce"],
         "time": int(time.time()),
     }
-    return client.post_json(
-        "/api/providers", {"payload": payload, "signature": identity.sign(payload), "product": product}
-    )
+    return client.register_provider(payload, identity.sign(payload), product)
 
 
 async def serve_worker(

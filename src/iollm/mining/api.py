@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -11,19 +10,10 @@ from fastapi.concurrency import run_in_threadpool
 from ..errors import ProtocolError
 from ..hub import Identity
 from ..hub.deps import caller
+from ..protocol.server import read_json_body
 from .tamperlog import check_proof
 
 router = APIRouter(prefix="/api")
-
-
-async def body(request: Request) -> dict[str, Any]:
-    try:
-        data = json.loads(await request.body() or b"{}")
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise ProtocolError("request body must be a JSON object")
-    return data
 
 
 def mining(request: Request):
@@ -32,7 +22,7 @@ def mining(request: Request):
 
 @router.post("/credits/grant")
 async def grant(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
-    data = await body(request)
+    data = await read_json_body(request)
     return await run_in_threadpool(
         mining(request).grant, who, data.get("user"), data.get("amount"), data.get("id")
     )
@@ -50,7 +40,7 @@ def statement(request: Request, account: str, who: Identity = Depends(caller)) -
 
 @router.post("/prices")
 async def set_price(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
-    data = await body(request)
+    data = await read_json_body(request)
     return await run_in_threadpool(
         mining(request).billing.set_price,
         who,
@@ -67,7 +57,7 @@ def list_prices(request: Request) -> dict[str, Any]:
 
 @router.post("/keys")
 async def register_key(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
-    data = await body(request)
+    data = await read_json_body(request)
     return await run_in_threadpool(
         mining(request).agreements.register_key, who, str(data.get("key_id", "")), str(data.get("proof", ""))
     )
@@ -75,7 +65,7 @@ async def register_key(request: Request, who: Identity = Depends(caller)) -> dic
 
 @router.post("/agreements")
 async def propose(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
-    data = await body(request)
+    data = await read_json_body(request)
     if not isinstance(data.get("terms"), dict):
         raise ProtocolError("send {terms, signature}")
     return await run_in_threadpool(
@@ -95,7 +85,7 @@ def get_agreement(agreement_id: str, request: Request, version: int | None = Non
 
 @router.post("/agreements/{agreement_id}/signatures")
 async def sign(agreement_id: str, request: Request) -> dict[str, Any]:
-    data = await body(request)
+    data = await read_json_body(request)
     version = data.get("version")
     return await run_in_threadpool(
         mining(request).agreements.sign,
@@ -118,7 +108,7 @@ def prove(entry: str, request: Request) -> dict[str, Any]:
 
 @router.post("/ledger/check")
 async def check(request: Request) -> dict[str, Any]:
-    ok, reason = check_proof(await body(request))
+    ok, reason = check_proof(await read_json_body(request))
     return {"ok": ok, "reason": reason}
 
 

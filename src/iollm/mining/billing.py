@@ -112,7 +112,7 @@ class Billing:
         repo = self.hub.get_repo(caller, "model", model)
         designer = caller.require_user()
         if repo.namespace == "path":
-            head = self.hub.refs(repo)["branches"].get("main")
+            head = self.hub.head(repo)
             if not head or self.hub.manifest(head).card.get("designer") != designer:
                 raise Forbidden(f"only the designer of {model} may price it")
         else:

@@ -20,7 +20,10 @@ log = logging.getLogger("iollm.node")
 # decide it only where no route has declared one: a request refused before routing (a body declared
 # too large) and paths no router claims, such as the Hugging Face catch-all (/{ns}/{name}/resolve/...).
 _HF_API_PREFIXES = ("/api/models", "/api/datasets", "/api/spaces", "/api/repos/create", "/api/whoami-v2")
-# Ollama's API answers errors as {"error": "message"} too (until runtime/ollama_api.py declares it).
+# Ollama's routes declare the message dialect (runtime/ollama_api.py); its paths are still listed for
+# requests refused before routing (413 by Content-Length, json_too_deep in node/limits.py), which no
+# route has claimed. tests/test_request_limits.py does not assert that body shape, but Ollama clients
+# read it, so the list stays to keep their answer the same.
 _OLLAMA_PATHS = (
     "/api/chat",
     "/api/generate",

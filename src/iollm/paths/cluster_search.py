@@ -66,14 +66,12 @@ class ClusterEvaluator(Evaluator):
             "suite": self.suite,
         }
         key = "path-search-" + hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:40]
-        job = await asyncio.to_thread(
-            self._node().post_json, "/api/jobs", {"kind": "path-eval", "spec": spec, "idempotency_key": key}
-        )
+        job = await asyncio.to_thread(self._node().submit_job, "path-eval", spec, key)
         self.jobs.append(job["id"])
         size = len(group) * len(tasks)
         while job["state"] not in TERMINAL:
             await asyncio.sleep(POLL_SECONDS)
-            job = await asyncio.to_thread(self._node().get_json, f"/api/jobs/{job['id']}")
+            job = await asyncio.to_thread(self._node().job, job["id"])
             units = job.get("units") or {}
             if self.on_progress and units.get("total"):
                 self.on_progress(phase, done + size * units["done"] // units["total"], total)

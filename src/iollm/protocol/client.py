@@ -105,6 +105,9 @@ class NodeClient(ServiceCalls):
     def post_json(self, path: str, body: Any = None, **kwargs: Any) -> Any:
         return self.request("POST", path, json=body, **kwargs).json()
 
+    def delete_json(self, path: str, **kwargs: Any) -> Any:
+        return self.request("DELETE", path, **kwargs).json()
+
     # -- node ------------------------------------------------------------------------------------
 
     def protocol(self) -> dict[str, Any]:

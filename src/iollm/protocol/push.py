@@ -110,11 +110,7 @@ def push(
         local.digest = digest_file(local.source, progress=hashed)
     head = branch_head(client, repo_type, repo_id, branch)
 
-    unique: dict[bytes, tuple[LocalFile, int, int]] = {}
-    for local in files:
-        assert local.digest is not None
-        for chunk in local.digest.chunks:
-            unique.setdefault(chunk.digest, (local, chunk.offset, chunk.length))
+    unique = chunk_sources(files)
     missing = client.missing_chunks(list(unique))
     bytes_sent = _upload(client, missing, unique, progress)
 
@@ -152,6 +148,22 @@ def push(
         "chunks_sent": len(missing),
         "seconds": round(time.perf_counter() - started, 3),
     }
+
+
+def chunk_sources(files: list[LocalFile]) -> dict[bytes, tuple[LocalFile, int, int]]:
+    """Each distinct chunk of hashed ``files`` with where to read it: (file, offset, length)."""
+    unique: dict[bytes, tuple[LocalFile, int, int]] = {}
+    for local in files:
+        assert local.digest is not None
+        for chunk in local.digest.chunks:
+            unique.setdefault(chunk.digest, (local, chunk.offset, chunk.length))
+    return unique
+
+
+def upload_missing(client: NodeClient, files: list[LocalFile], progress: Progress | None = None) -> int:
+    """Send the chunks of hashed ``files`` that the node lacks; returns bytes sent."""
+    where = chunk_sources(files)
+    return _upload(client, client.missing_chunks(list(where)), where, progress)
 
 
 def _upload(

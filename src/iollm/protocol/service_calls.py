@@ -21,7 +21,70 @@ class ServiceCalls:
 
         def post_json(self, path: str, body: Any = None, **kwargs: Any) -> Any: ...
 
+        def delete_json(self, path: str, **kwargs: Any) -> Any: ...
+
+    # -- accounts: tokens, users, organizations ----------------------------------------------------
+
+    def create_token(self, name: str, scope: str, user: str | None = None) -> dict[str, Any]:
+        """A new token (its secret is in the reply, shown once); ``user`` mints for another user (admin)."""
+        body: dict[str, Any] = {"name": name, "scope": scope}
+        if user:
+            body["user"] = user
+        return self.post_json("/api/tokens", body)
+
+    def tokens(self) -> dict[str, Any]:
+        """The caller's tokens (never their secrets)."""
+        return self.get_json("/api/tokens")
+
+    def revoke_token(self, ref: str, user: str | None = None) -> dict[str, Any]:
+        """Revoke a token by id or name; ``user`` names another user's token (admin)."""
+        return self.delete_json(f"/api/tokens/{quote(ref, safe='')}", params={"user": user} if user else None)
+
+    def create_user(self, name: str, admin: bool = False) -> dict[str, Any]:
+        """A new user (admin)."""
+        return self.post_json("/api/users", {"name": name, "admin": admin})
+
+    def users(self) -> dict[str, Any]:
+        """Every user on the node (admin)."""
+        return self.get_json("/api/users")
+
+    def create_org(self, name: str) -> dict[str, Any]:
+        """A new organization, the caller its first admin."""
+        return self.post_json("/api/orgs", {"name": name})
+
+    def add_org_member(self, org: str, user: str, role: str) -> dict[str, Any]:
+        """Add ``user`` to ``org`` (or change their role)."""
+        return self.post_json(f"/api/orgs/{org}/members", {"user": user, "role": role})
+
+    # -- runtime: environments and usage -----------------------------------------------------------
+
+    def create_environment(self, name: str, envfile: str, files: list[dict[str, Any]]) -> dict[str, Any]:
+        """Build an environment from Envfile text and already-uploaded weight files (their entries)."""
+        return self.post_json("/api/environments", {"name": name, "envfile": envfile, "files": files})
+
+    def environment_envfile(self, namespace: str, name: str, params: dict[str, Any]) -> dict[str, Any]:
+        """``{"envfile": ...}``: an environment's Envfile, pinned or as written (``params``)."""
+        return self.get_json(f"/api/environments/{namespace}/{name}/envfile", params=params)
+
+    def usage(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Inference calls with their token counts and totals, filtered by ``params``."""
+        return self.get_json("/api/usage", params=params)
+
+    def create_path(self, name: str, graph: dict[str, Any]) -> dict[str, Any]:
+        """Store a path (a graph of models) as a model repository."""
+        return self.post_json("/api/paths", {"name": name, "graph": graph})
+
     # -- compute: providers and jobs ---------------------------------------------------------------
+
+    def provider_challenge(self) -> dict[str, Any]:
+        """``{"seed", "size", "nonce"}``: the benchmark a provider answers to register."""
+        return self.post_json("/api/providers/challenge", {})
+
+    def register_provider(self, payload: dict[str, Any], signature: str, product: Any) -> dict[str, Any]:
+        """Register (or refresh) a provider: its signed payload and the benchmark's answer."""
+        return self.post_json(
+            "/api/providers", {"payload": payload, "signature": signature, "product": product}
+        )
 
     def providers(self) -> dict[str, Any]:
         """``{"providers": [...]}``: the pool's providers with capacity, standing and metered compute."""
@@ -52,6 +115,39 @@ class ServiceCalls:
     def cancel_job(self, job_id: str) -> dict[str, Any]:
         """Cancel a queued or running job; returns the job."""
         return self.post_json(f"/api/jobs/{job_id}/cancel", {})
+
+    # -- mining: credits, prices, keys, ledger ----------------------------------------------------
+
+    def grant_credits(self, user: str, amount: str, transfer_id: str | None = None) -> dict[str, Any]:
+        """Give ``user`` credits (admin); ``amount`` is a decimal string of credits."""
+        return self.post_json("/api/credits/grant", {"user": user, "amount": amount, "id": transfer_id})
+
+    def statement(self, account: str) -> dict[str, Any]:
+        """Every line of an account, each traced to the record behind it."""
+        return self.get_json("/api/statement", params={"account": account})
+
+    def set_price(self, model: str, prompt_per_million: str, completion_per_million: str) -> dict[str, Any]:
+        """Price a model in credits per million tokens (decimal strings)."""
+        return self.post_json(
+            "/api/prices",
+            {
+                "model": model,
+                "prompt_per_million": prompt_per_million,
+                "completion_per_million": completion_per_million,
+            },
+        )
+
+    def register_key(self, key_id: str, proof: str) -> dict[str, Any]:
+        """Register the caller's signing key; ``proof`` signs ``{"user", "key"}`` with it."""
+        return self.post_json("/api/keys", {"key_id": key_id, "proof": proof})
+
+    def verify_ledger(self) -> dict[str, Any]:
+        """Recompute balances and the Merkle root from the log: ``{"ok", "problems", ...}``."""
+        return self.post_json("/api/ledger/verify", {})
+
+    def ledger_proof(self, entry: str) -> dict[str, Any]:
+        """An inclusion proof for a log index or transfer id."""
+        return self.get_json(f"/api/ledger/proof/{entry}")
 
     # -- mining: balances and agreements -----------------------------------------------------------
 

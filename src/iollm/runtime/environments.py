@@ -233,12 +233,7 @@ class Environments:
 
     def _file(self, path: str, data: bytes) -> FileEntry:
         digest, _ = self.hub.store.ingest_bytes(data)
-        return FileEntry(
-            path=path,
-            size=digest.size,
-            sha256=digest.sha256,
-            chunks=[(c.digest.hex(), c.length) for c in digest.chunks],
-        )
+        return FileEntry.from_digest(path, digest)
 
     # -- export ----------------------------------------------------------------------------------
 

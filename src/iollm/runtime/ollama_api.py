@@ -9,16 +9,17 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
 from .. import __version__
+from ..database import utc_now_iso
 from ..errors import IollmError, ProtocolError
 from ..hub import Identity
 from ..hub.deps import caller
+from ..protocol.server import MessageErrorRoute, read_json_body
 from .backends import ChatMessage
 from .envfile import parse_envfile
 from .openai_api import first_then_rest
@@ -26,7 +27,7 @@ from .resolve import ENVFILE, ModelSpec, split_model_id
 from .sampling import check_sampling
 from .service import Call, Runtime
 
-router = APIRouter(prefix="/api")
+router = APIRouter(prefix="/api", route_class=MessageErrorRoute)
 
 _OPTION_NAMES = (
     "temperature",
@@ -42,17 +43,9 @@ _OPTION_NAMES = (
 )
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 async def body_of(request: Request) -> dict[str, Any]:
-    try:
-        body = json.loads(await request.body() or b"{}")
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ProtocolError("request body must be a JSON object")
+    """A request's JSON object body, with its model (Ollama accepts ``name`` for it) required."""
+    body = await read_json_body(request)
     model = body.get("model") or body.get("name")
     if not isinstance(model, str) or not model:
         raise ProtocolError("model is required")
@@ -96,11 +89,13 @@ async def ndjson(
     try:
         async for piece in pieces:
             if piece.text:
-                yield line({"model": model, "created_at": now_iso(), **payload(piece.text), "done": False})
+                yield line(
+                    {"model": model, "created_at": utc_now_iso(), **payload(piece.text), "done": False}
+                )
         yield line(
             {
                 "model": model,
-                "created_at": now_iso(),
+                "created_at": utc_now_iso(),
                 **payload(""),
                 "done": True,
                 **final_stats(call, started),
@@ -129,7 +124,7 @@ async def respond(call: Call, body: dict[str, Any], field: str):
     return JSONResponse(
         {
             "model": body["model"],
-            "created_at": now_iso(),
+            "created_at": utc_now_iso(),
             **content,
             "done": True,
             **final_stats(call, started),
@@ -153,7 +148,7 @@ async def chat(request: Request, who: Identity = Depends(caller)):
         return JSONResponse(
             {
                 "model": body["model"],
-                "created_at": now_iso(),
+                "created_at": utc_now_iso(),
                 "message": {"role": "assistant", "content": ""},
                 "done_reason": "load",
                 "done": True,
@@ -196,7 +191,7 @@ def tags(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
     hub = request.app.state.hub
     models = []
     for repo in hub.list_repos(who, "model"):
-        head = hub.refs(repo)["branches"].get("main")
+        head = hub.head(repo)
         if not head:
             continue
         try:
@@ -245,7 +240,7 @@ async def show(request: Request, who: Identity = Depends(caller)) -> dict[str, A
         "license": card.get("license") or "",
         "details": details(spec),
         "model_info": {k: v for k, v in card.items() if k not in ("declared",)},
-        "modified_at": now_iso(),
+        "modified_at": utc_now_iso(),
         "capabilities": ["completion", "embedding"] if spec.backend != "remote" else ["completion"],
     }
 

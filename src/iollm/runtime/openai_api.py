@@ -22,11 +22,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, StrictInt
 
 from ..errors import IollmError, ProtocolError
 from ..hub import Identity
 from ..hub.deps import caller
+from ..protocol.server import read_json_body
 from .backends import ChatMessage, TokenLogprob, logprobs_json
 from .sampling import check_sampling
 from .service import Call, Runtime
@@ -81,18 +82,8 @@ class EmbeddingRequest(BaseModel):
 
 
 async def parse(request: Request, model: type[BaseModel]) -> Any:
-    try:
-        body = json.loads(await request.body() or b"null")
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise ProtocolError("request body must be a JSON object")
-    try:
-        return model.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        raise ProtocolError(f"invalid request: {where}: {first.get('msg')}", param=where) from exc
+    """The request body as ``model``; an empty body is an error, a schema error names its field."""
+    return await read_json_body(request, model, empty=b"null")
 
 
 def message_text(message: dict[str, Any]) -> str:
