@@ -185,3 +185,37 @@ def test_canonical_hash_changes_with_the_computation() -> None:
         data = plan_solve()
         change(data)
         assert parse_graph(data).canonical_hash() != base
+
+
+def test_a_new_router_is_one_registration_and_unknown_ones_are_named() -> None:
+    """A route node names its router; a router registered once (as a module in paths/routers does) is
+    checked by the graph and asked by the executor, and an unknown name lists the known ones."""
+    from iollm.paths.routers import Router, register_router, routers
+
+    def check(node: Any) -> None:
+        if not node.get("threshold"):
+            raise ValueError(f"route node {node.id!r} needs a threshold")
+
+    def choose(node: Any, subject: str, values: Any) -> str:
+        return "long" if len(subject.split()) >= node.get("threshold") else "short"
+
+    register_router(Router("word-count", "Long answers take the long branch.", check, choose))
+    try:
+        data = routed()
+        data["nodes"][1] = {"id": "gate", "kind": "route", "router": "word-count", "on": "{{first}}"}
+        with pytest.raises(GraphError, match="needs a threshold"):
+            parse_graph(data)
+        data["nodes"][1]["threshold"] = 3
+        client = RecordedClient(
+            lambda model, prompt, params: "ok" if prompt.startswith("Shorten") else "a b c d"
+        )
+        result = asyncio.run(Executor(client).run(parse_graph(data), "say something"))
+        assert result.nodes["gate"].output == "long" and result.answer == "ok"
+        data["nodes"][1]["router"] = "nonesuch"
+        with pytest.raises(GraphError, match=r"unknown router 'nonesuch' \(routers: .*regex"):
+            parse_graph(data)
+    finally:
+        from iollm.paths import routers as registry
+
+        registry._ROUTERS.pop("word-count")
+    assert "word-count" not in routers() and "regex" in routers()

@@ -20,6 +20,7 @@ from .clients import CallResult, ModelClient
 from .graph import Graph, Node, render
 from .pricing import PriceBook
 from .roles import role_prompt
+from .routers import router_for
 from .sandbox import Sandbox
 
 # The id of the node whose calls are being made: a client can read it to attribute streamed tokens to a
@@ -289,10 +290,7 @@ class Executor:
 
     def _route(self, node: Node, values: dict[str, str]) -> str:
         subject = render(str(node.get("on", "{{input}}")), values)
-        for rule in node.get("rules"):
-            if re.search(str(rule["pattern"]), subject, flags=re.IGNORECASE | re.MULTILINE):
-                return str(rule["branch"])
-        return str(node.get("default"))
+        return router_for(node).choose(node, subject, values)
 
     async def _python(self, node: Node, values: dict[str, str], trace: NodeTrace) -> str:
         code_values = {k: extract_code(v) if k != "input" else v for k, v in values.items()}

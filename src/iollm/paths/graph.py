@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .routers import router_for
+
 SCHEMA = "iollm.workflow/1"
 NODE_KINDS = ("model", "vote", "cascade", "route", "python", "output")
 ROLES = ("planner", "solver", "critic", "refiner", "verifier", "aggregator")
@@ -174,16 +176,10 @@ def _check_node(node: Node) -> None:
         if node.get("check", "agreement") not in ("agreement", "format", "python"):
             raise GraphError(f"cascade node {node.id!r}: check must be agreement, format or python", node.id)
     elif node.kind == "route":
-        rules = node.get("rules")
-        if not isinstance(rules, list) or not rules or not node.get("default"):
-            raise GraphError(
-                f"route node {node.id!r} needs rules [{{branch, pattern}}] and a default branch", node.id
-            )
-        for rule in rules:
-            try:
-                re.compile(str(rule.get("pattern", "")))
-            except re.error as exc:
-                raise GraphError(f"route node {node.id!r}: bad pattern: {exc}", node.id) from exc
+        try:
+            router_for(node).check(node)
+        except ValueError as exc:
+            raise GraphError(str(exc), node.id) from exc
     elif node.kind == "python":
         if not node.get("code"):
             raise GraphError(f"python node {node.id!r} has no code", node.id)
