@@ -11,6 +11,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import IollmError
 from .backends import Backend, BackendFailure
@@ -38,6 +39,7 @@ class Loaded:
     active: int = 0
     first_use: bool = True  # the first request reports the load time (Ollama's load_duration)
     last_used: float = field(default_factory=time.monotonic)
+    spec: ModelSpec | None = None  # the spec it was loaded for (what /api/ps names it by)
 
 
 EngineFactory = Callable[[ModelSpec], Backend]
@@ -61,7 +63,7 @@ class ModelManager:
         self._loading: dict[str, asyncio.Future[Loaded]] = {}
         self._lock = threading.Lock()
 
-    def loaded(self) -> list[dict[str, object]]:
+    def loaded(self) -> list[dict[str, Any]]:
         with self._lock:
             return [
                 {
@@ -71,6 +73,8 @@ class ModelManager:
                     "active": v.active,
                     "waiting": v.waiting,
                     "load_seconds": round(v.load_seconds, 3),
+                    "spec": v.spec,
+                    "context_length": int(getattr(v.backend, "context_length", 0) or 0),
                 }
                 for k, v in self._loaded.items()
             ]
@@ -110,7 +114,12 @@ class ModelManager:
             log.exception("loading %s failed", spec.model_id)
             raise BackendFailure(f"could not load {spec.model_id}: {exc.__class__.__name__}: {exc}") from exc
         loaded = Loaded(
-            spec.load_key, backend, size, time.perf_counter() - started, asyncio.Semaphore(self.parallel)
+            spec.load_key,
+            backend,
+            size,
+            time.perf_counter() - started,
+            asyncio.Semaphore(self.parallel),
+            spec=spec,
         )
         with self._lock:
             self._loaded[spec.load_key] = loaded

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -276,15 +277,42 @@ def version() -> dict[str, str]:
     return {"version": __version__}
 
 
+# Engines stay loaded until the memory budget needs their room (no keep-alive timer), which Ollama
+# reports for ``keep_alive: -1`` as an expiry the longest duration away (Go's max: about 292 years).
+_FOREVER = timedelta(microseconds=(2**63 - 1) // 1000)
+
+
 @router.get("/ps")
-def ps(request: Request) -> dict[str, Any]:
+def ps(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
+    """The loaded models as Ollama lists them, named as /api/tags names them; a model the caller
+    cannot read is left out."""
     rt: Runtime = request.app.state.runtime
-    return {
-        "models": [
-            {"name": m["key"], "size": m["size"], "details": {"format": m["backend"]}}
-            for m in rt.manager.loaded()
-        ]
-    }
+    expires_at = (datetime.now(UTC) + _FOREVER).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    models = []
+    for m in rt.manager.loaded():
+        spec: ModelSpec | None = m["spec"]
+        if spec is None:
+            continue
+        try:
+            current = rt.resolver.resolve(who, spec.model_id)
+        except IollmError:
+            continue  # deleted since, or private to someone else
+        name = (
+            f"{spec.model_id}:latest" if current.commit == spec.commit else f"{spec.model_id}@{spec.commit}"
+        )
+        entry: dict[str, Any] = {
+            "name": name,
+            "model": name,
+            "size": spec.size,
+            "digest": spec.commit,
+            "details": details(spec),
+            "expires_at": expires_at,
+            "size_vram": 0,  # engines run on the CPU
+        }
+        if m["context_length"]:
+            entry["context_length"] = m["context_length"]
+        models.append(entry)
+    return {"models": models}
 
 
 __all__ = ["router", "split_model_id"]
