@@ -25,7 +25,16 @@ from ..paths.leaderboard import margin_from_env
 from ..paths.leaderboard import metadata as paths_metadata
 from ..paths.publish_api import router as paths_publish_router
 from ..paths.serving import NAMESPACE, PathModels
-from ..runtime import ModelManager, Resolver, Runtime, UsageLog, make_factory, ollama_router, openai_router
+from ..runtime import (
+    ModelManager,
+    Resolver,
+    Runtime,
+    UsageLog,
+    make_factory,
+    metrics_router,
+    ollama_router,
+    openai_router,
+)
 from ..runtime.environments import Environments
 from ..runtime.environments_api import router as environments_router
 from ..runtime.usage_api import router as usage_router
@@ -152,6 +161,7 @@ def create_app(parts: NodeParts) -> FastAPI:
     app.include_router(openai_router)
     app.include_router(ollama_router)
     app.include_router(usage_router)
+    app.include_router(metrics_router)  # GET /metrics: Prometheus
     app.include_router(paths_publish_router)
     app.include_router(paths_leaderboard_router)
     app.include_router(environments_router)

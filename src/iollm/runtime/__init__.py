@@ -6,6 +6,7 @@ from .engines import DEFAULT_CONTEXT, make_factory
 from .envfile import BaseRef, Envfile, EnvfileError, load_envfile, parse_envfile
 from .environments import Environments
 from .manager import ModelManager, Overloaded
+from .metrics import router as metrics_router
 from .ollama_api import router as ollama_router
 from .openai_api import router as openai_router
 from .resolve import ModelNotFound, ModelSpec, NotRunnable, Resolver, split_model_id
@@ -40,6 +41,7 @@ __all__ = [
     "WorkerPool",
     "load_envfile",
     "make_factory",
+    "metrics_router",
     "ollama_router",
     "openai_router",
     "params_for",

@@ -30,6 +30,7 @@ from ..errors import Unauthorized
 from ..hub import Identity
 from .backends import Backend, ChatMessage, Counts, Embedding, GenerationParams, Piece
 from .manager import Loaded, ModelManager
+from .metrics import Metrics, public_label
 from .resolve import ModelSpec, NotRunnable, Resolver
 from .sampling import check_sampling
 from .usage import UsageLog, UsageRecord
@@ -200,6 +201,11 @@ class Runtime:
         self.admission: list[Admission] = []  # e.g. the mining layer's credit check
         self.reservation: Reserve | None = None  # holds a priced call's most cost before its first token
         self.virtual_models: dict[str, VirtualModels] = {}  # namespace -> handler (``path``: workflows)
+        self.metrics: Metrics | None = None  # GET /metrics (runtime.metrics)
+        try:
+            self.metrics = Metrics(manager, public_label(resolver))
+        except ImportError:  # prometheus_client comes with the runtime extra
+            pass
         # Generations run on reused threads; engines release the GIL while computing.
         self._threads = ThreadPoolExecutor(max_workers=64, thread_name_prefix="generate")
 
@@ -389,7 +395,17 @@ class Runtime:
         record.error = error
         if metered:
             self.usage.record(record)
+        self._count(record)
         loop.call_soon_threadsafe(self.manager.release, loaded)
+
+    def _count(self, record: UsageRecord) -> None:
+        """Count a finished call in the metrics; a metrics failure never fails the call."""
+        if self.metrics is None:
+            return
+        try:
+            self.metrics.record(record)
+        except Exception:  # counted or not, the call has ended as it did
+            pass
 
     async def embed(self, caller: Identity, spec: ModelSpec, texts: list[str]) -> Embedding:
         started = time.perf_counter()
@@ -419,6 +435,7 @@ class Runtime:
             record.latency_ms = round((time.perf_counter() - started) * 1000, 3)
             if not refused:
                 self.usage.record(record)
+            self._count(record)
         return result
 
     def close(self) -> None:
