@@ -51,7 +51,7 @@ class ChatRequest(BaseModel):
     top_p: float | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
-    n: int = 1
+    n: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
 
@@ -67,7 +67,7 @@ class CompletionRequest(BaseModel):
     top_p: float | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
-    n: int = 1
+    n: int | None = None
     echo: bool = False
     logprobs: StrictInt | None = None
     presence_penalty: float | None = None
@@ -126,6 +126,7 @@ _SAMPLING_FIELDS = (
     "max_completion_tokens",
     "presence_penalty",
     "frequency_penalty",
+    "n",
 )
 
 
@@ -146,9 +147,34 @@ def sampling(body: BaseModel, score_only: bool = False) -> dict[str, Any]:
     return fields
 
 
-def usage_json(call: Call) -> dict[str, int]:
-    prompt, completion = call.counts.prompt_tokens, call.counts.completion_tokens
+def choices_wanted(wanted: dict[str, Any], stream: bool) -> list[dict[str, Any]]:
+    """Pop ``n`` (checked by runtime.sampling: 1 to 8) from ``wanted``; the sampling values of each
+    choice. Each choice is its own call, so with a ``seed`` choice i uses seed+i (wrapped into the
+    64-bit range): the choices can differ, yet the same request gives the same choices again."""
+    n = wanted.pop("n", None) or 1
+    if n > 1 and stream:
+        raise ProtocolError("stream is not supported with n > 1; send n=1 or stream=false", param="stream")
+    seed = wanted.get("seed")
+    out = []
+    for i in range(n):
+        params = dict(wanted)
+        if seed is not None and i:
+            params["seed"] = seed + i if seed + i < 2**64 else seed + i - 2**64
+        out.append(params)
+    return out
+
+
+def usage_json(*calls: Call) -> dict[str, int]:
+    """Usage summed over a request's calls (one per choice). Each call processed the prompt, so the
+    prompt's tokens count once per choice: OpenAI counts the prompt once for ``n``, but this is what the
+    engine did and what the usage records (and so billing) hold."""
+    prompt = sum(call.counts.prompt_tokens for call in calls)
+    completion = sum(call.counts.completion_tokens for call in calls)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def finish(call: Call) -> str:
+    return call.finish_reason if call.finish_reason != "cancelled" else "stop"
 
 
 def sse(data: dict[str, Any]) -> bytes:
@@ -284,8 +310,6 @@ def _epoch(iso: str) -> int:
 @router.post("/chat/completions")
 async def chat_completions(request: Request, who: Identity = Depends(caller)):
     body: ChatRequest = await parse(request, ChatRequest)
-    if body.n != 1:
-        raise ProtocolError("n > 1 is not supported; send several requests", param="n")
     extra = body.model_extra or {}
     for name in ("logprobs", "top_logprobs"):
         if extra.get(name):
@@ -294,9 +318,19 @@ async def chat_completions(request: Request, who: Identity = Depends(caller)):
                 param=name,
             )
     wanted = sampling(body)  # a bad value is refused before the model is looked up
+    each = choices_wanted(wanted, body.stream)
     rt = runtime(request)
     spec = rt.resolve(who, body.model)  # an unknown model is a 404 before bad messages are a 400
-    call = rt.chat(who, spec, chat_messages(body.messages), wanted, body.stream)
+    messages = chat_messages(body.messages)
+    if len(each) > 1:
+        # one call per choice, one after another (each waits for an engine slot like any request, and
+        # none can be refused for a full queue halfway); each writes its own usage record
+        calls, texts = [], []
+        for params in each:
+            calls.append(rt.chat(who, spec, messages, params))
+            texts.append(await calls[-1].text())
+        return JSONResponse(chat_json(body.model, spec, calls, texts))
+    call = rt.chat(who, spec, messages, wanted, body.stream)
     if body.stream:
         pieces = await first_then_rest(call)
         include = bool((body.stream_options or {}).get("include_usage"))
@@ -305,24 +339,28 @@ async def chat_completions(request: Request, who: Identity = Depends(caller)):
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
     text = await call.text()
-    return JSONResponse(
-        {
-            "id": "chatcmpl-" + call.record.id,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": body.model,
-            "system_fingerprint": (spec.base_commit or spec.commit)[:12],
-            "choices": [
-                {
-                    "index": 0,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": call.finish_reason if call.finish_reason != "cancelled" else "stop",
-                    "logprobs": None,
-                }
-            ],
-            "usage": usage_json(call),
-        }
-    )
+    return JSONResponse(chat_json(body.model, spec, [call], [text]))
+
+
+def chat_json(model: str, spec: Any, calls: list[Call], texts: list[str]) -> dict[str, Any]:
+    """A chat.completion with one choice per call; its id is the first call's usage record's."""
+    return {
+        "id": "chatcmpl-" + calls[0].record.id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "system_fingerprint": (spec.base_commit or spec.commit)[:12],
+        "choices": [
+            {
+                "index": index,
+                "message": {"role": "assistant", "content": text},
+                "finish_reason": finish(call),
+                "logprobs": None,
+            }
+            for index, (call, text) in enumerate(zip(calls, texts, strict=True))
+        ],
+        "usage": usage_json(*calls),
+    }
 
 
 @router.post("/completions")
@@ -333,21 +371,35 @@ async def completions(request: Request, who: Identity = Depends(caller)):
         if len(prompt) != 1:
             raise ProtocolError("send one prompt per request", param="prompt")
         prompt = prompt[0]
-    if body.n != 1:
-        raise ProtocolError("n > 1 is not supported; send several requests", param="n")
+    best_of = (body.model_extra or {}).get("best_of")
+    if best_of is not None and best_of != 1:
+        raise ProtocolError("best_of is not supported; use n to get several choices", param="best_of")
     check_logprobs(body.logprobs)
     wanted = sampling(body, score_only=body.echo)  # a bad value is refused before the model is looked up
-    call = runtime(request).complete(
-        who,
-        body.model,
-        prompt,
-        wanted,
-        body.stream,
-        logprobs=body.logprobs,
-        prompt_logprobs=body.echo and body.logprobs is not None,
-    )
+    each = choices_wanted(wanted, body.stream)
+    rt = runtime(request)
+    spec = rt.resolve(who, body.model) if len(each) > 1 else body.model
+
+    def start(params: dict[str, Any]) -> Call:
+        return rt.complete(
+            who,
+            spec,
+            prompt,
+            params,
+            body.stream,
+            logprobs=body.logprobs,
+            prompt_logprobs=body.echo and body.logprobs is not None,
+        )
+
     # text_offset counts from the start of the returned text: the prompt under echo, else what follows it
     offset = None if body.logprobs is None else (0 if body.echo else len(prompt))
+    calls, results = [], []
+    if len(each) > 1:  # one call per choice, one after another, as on the chat route
+        for params in each:
+            calls.append(start(params))
+            results.append(await collect_scored(calls[-1]))
+        return JSONResponse(completion_json(body.model, prompt, body.echo, offset, calls, results))
+    call = start(wanted)
     if body.stream:
         pieces = await first_then_rest(call)
         include = bool((body.stream_options or {}).get("include_usage"))
@@ -364,24 +416,35 @@ async def completions(request: Request, who: Identity = Depends(caller)):
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    text, scored = await collect_scored(call)
-    return JSONResponse(
-        {
-            "id": "cmpl-" + call.record.id,
-            "object": "text_completion",
-            "created": int(time.time()),
-            "model": body.model,
-            "choices": [
-                {
-                    "index": 0,
-                    "text": (prompt + text) if body.echo else text,
-                    "finish_reason": call.finish_reason if call.finish_reason != "cancelled" else "stop",
-                    "logprobs": None if offset is None else logprobs_json(scored, offset),
-                }
-            ],
-            "usage": usage_json(call),
-        }
-    )
+    result = await collect_scored(call)
+    return JSONResponse(completion_json(body.model, prompt, body.echo, offset, [call], [result]))
+
+
+def completion_json(
+    model: str,
+    prompt: str,
+    echo: bool,
+    offset: int | None,
+    calls: list[Call],
+    results: list[tuple[str, list[TokenLogprob]]],
+) -> dict[str, Any]:
+    """A text_completion with one choice per call; its id is the first call's usage record's."""
+    return {
+        "id": "cmpl-" + calls[0].record.id,
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": index,
+                "text": (prompt + text) if echo else text,
+                "finish_reason": finish(call),
+                "logprobs": None if offset is None else logprobs_json(scored, offset),
+            }
+            for index, (call, (text, scored)) in enumerate(zip(calls, results, strict=True))
+        ],
+        "usage": usage_json(*calls),
+    }
 
 
 @router.post("/embeddings")

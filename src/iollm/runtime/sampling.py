@@ -5,7 +5,8 @@ editor) all check request values here, before a model is looked up or loaded. A 
 refused with 400 naming the parameter (``param`` in OpenAI's error shape); nothing is clamped.
 
 Ranges follow OpenAI's API reference where OpenAI has the parameter (temperature 0 to 2, top_p 0 to 1,
-presence and frequency penalties -2 to 2, token limits from 0); Ollama's extra knobs get the ranges
+presence and frequency penalties -2 to 2, token limits from 0; ``n`` from 1 to 8, below OpenAI's
+128, since each choice is a whole generation on this node); Ollama's extra knobs get the ranges
 their samplers make sense in (top_k 0 or more, where 0 turns it off; min_p 0 to 1; repeat_penalty
 above 0; num_predict any integer, negative meaning no limit). JSON has no NaN or Infinity, but Python's
 json module reads those literals, so every number must also be finite.
@@ -22,6 +23,7 @@ from typing import Any
 from ..errors import ProtocolError
 
 _INT64 = 2**63
+MAX_CHOICES = 8  # the most choices (OpenAI ``n``) one request may ask for
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ RULES: dict[str, Rule] = {
     "max_completion_tokens": Rule(True, 0, _INT64 - 1, "an integer of 0 or more"),
     "num_predict": Rule(True, -_INT64, _INT64 - 1, "an integer (negative: no limit)"),
     "seed": Rule(True, -_INT64, 2**64 - 1, "a 64-bit integer"),
+    # OpenAI's ``n``: how many choices one request returns, each generated (and billed) as its own call
+    "n": Rule(True, 1, MAX_CHOICES, f"an integer from 1 to {MAX_CHOICES}"),
 }
 
 
