@@ -5,6 +5,14 @@
 2. A second version of the SmolLM2 safetensors model with ~1 % of its bytes changed: bytes our push
    sends and our pull receives vs the bytes that changed; v2 pull time vs ``hf_hub_download`` of v2.
 3. Ingest (chunk + hash + store) speed vs BLAKE3 hashing alone of the same bytes.
+4. Xet (issue #16), on a generated incompressible file of ``BENCH_XET_MB`` MB (default 96; the 491 MB
+   GGUF takes minutes per upload on a 2-core machine): ``upload_folder`` with hf_xet (the client's
+   default) vs our ``iollm push`` of a file of the same size; a 1 %-changed second version through
+   hf_xet (bytes the client sent over bytes changed, and the store's growth); ``hf_hub_download``
+   through Xet vs plain resolve (HF_HUB_DISABLE_XET=1) vs ``curl``; a native push of the file that
+   came in through Xet (bytes sent).
+
+``BENCH_ONLY=xet`` (or a comma list of cold_pull, second_version, ingest, xet) runs only those parts.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ import time
 from pathlib import Path
 
 import blake3
+import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _harness import BenchNode, emit, median, scratch, timed
@@ -214,18 +223,129 @@ def ingest_speed(work: Path) -> dict:
     }
 
 
+def hf_run(node: BenchNode, home: Path, code: str, **env: str) -> float:
+    """Run huggingface_hub code in a fresh interpreter on its defaults; returns the seconds it printed."""
+    full = dict(
+        os.environ,
+        HF_ENDPOINT=node.url,
+        HF_TOKEN=node.token,
+        HF_HUB_DISABLE_TELEMETRY="1",
+        HF_HOME=str(home),
+        HF_HUB_DISABLE_PROGRESS_BARS="1",
+        **env,
+    )
+    script = "import time\nfrom huggingface_hub import HfApi, hf_hub_download\nt=time.perf_counter()\n" + code
+    script += "\nprint(time.perf_counter()-t)"
+    out = subprocess.run([sys.executable, "-c", script], env=full, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def xet_sent(node: BenchNode) -> int:
+    """Bytes Xet clients sent the node (xorb and shard bodies, as on the wire)."""
+    stats = httpx.get(f"{node.url}/api/xet/stats", headers={"Authorization": f"Bearer {node.token}"}).json()
+    return int(stats["xorb_bytes"])
+
+
+def store_bytes(node: BenchNode) -> int:
+    return sum(p.stat().st_size for p in (node.home / "store").rglob("*") if p.is_file())
+
+
+def xet_transfer(node: BenchNode, work: Path) -> dict:
+    mb = int(os.environ.get("BENCH_XET_MB", "96"))
+    size = mb * 1_000_000
+    rng = __import__("random").Random(16)
+    model, other = work / "xet-model", work / "xet-native"
+    model.mkdir()
+    other.mkdir()
+    (model / "weights.bin").write_bytes(rng.randbytes(size))
+    (other / "weights.bin").write_bytes(rng.randbytes(size))
+    home = work / "xet-client"
+    # 1. upload: hf_xet (default path) vs our push, each of a file the node has never seen
+    sent_before = xet_sent(node)
+    hf_upload_s = hf_run(
+        node,
+        home,
+        f"api=HfApi(); api.create_repo('local/xet-bench')\napi.upload_folder(folder_path={str(model)!r}, repo_id='local/xet-bench')",
+    )
+    hf_upload_sent = xet_sent(node) - sent_before
+    ours = node.cli_json("push", str(other), "local/native-bench")
+    # 2. a second version with 1 % of its bytes changed, through hf_xet from the same client machine
+    data = bytearray((model / "weights.bin").read_bytes())
+    changed = size // 100
+    data[size // 3 : size // 3 + changed] = rng.randbytes(changed)
+    (model / "weights.bin").write_bytes(bytes(data))
+    grown, sent_before = store_bytes(node), xet_sent(node)
+    hf_v2_s = hf_run(
+        node, home, f"HfApi().upload_folder(folder_path={str(model)!r}, repo_id='local/xet-bench')"
+    )
+    v2_sent, grown = xet_sent(node) - sent_before, store_bytes(node) - grown
+    # the same change pushed natively, for comparison
+    native_v2 = other / "weights.bin"
+    native_data = bytearray(native_v2.read_bytes())
+    native_data[size // 3 : size // 3 + changed] = rng.randbytes(changed)
+    native_v2.write_bytes(bytes(native_data))
+    ours_v2 = node.cli_json("push", str(other), "local/native-bench")
+    # 3. download of the Xet-stored file: through Xet, through plain resolve, and curl (the bound)
+    via_xet, via_resolve, via_curl = [], [], []
+    url = f"{node.url}/local/xet-bench/resolve/main/weights.bin"
+    for i in range(REPEATS):
+        code = f"hf_hub_download('local/xet-bench', 'weights.bin', cache_dir={str(work / f'xdl{i}')!r})"
+        via_xet.append(hf_run(node, work / f"xh{i}", code))
+        code = f"hf_hub_download('local/xet-bench', 'weights.bin', cache_dir={str(work / f'pdl{i}')!r})"
+        via_resolve.append(hf_run(node, work / f"ph{i}", code, HF_HUB_DISABLE_XET="1"))
+        via_curl.append(curl_download(url, node.token, work / f"curl{i}.bin"))
+        for folder in (work / f"xdl{i}", work / f"pdl{i}", work / f"xh{i}", work / f"ph{i}"):
+            shutil.rmtree(folder, ignore_errors=True)
+        (work / f"curl{i}.bin").unlink(missing_ok=True)
+    # 4. a native push of the file that came in through Xet: the store already holds its chunks
+    (work / "xet-copy").mkdir()
+    shutil.copy(model / "weights.bin", work / "xet-copy" / "weights.bin")
+    dedup = node.cli_json("push", str(work / "xet-copy"), "local/xet-copy")
+    return {
+        "file_mb": mb,
+        "file": "generated incompressible bytes (random), not the 491 MB GGUF: see the docstring",
+        "upload_hf_xet_s": round(hf_upload_s, 3),
+        "upload_hf_xet_bytes_sent": hf_upload_sent,
+        "upload_ours_s": ours["seconds"],
+        "upload_ours_bytes_sent": ours["bytes_sent"],
+        "ratio_hf_xet_over_ours": round(hf_upload_s / ours["seconds"], 3),
+        "v2_bytes_changed": changed,
+        "v2_hf_xet_s": round(hf_v2_s, 3),
+        "v2_hf_xet_bytes_sent": v2_sent,
+        "v2_hf_xet_sent_over_changed": round(v2_sent / changed, 3),
+        "v2_store_growth_bytes": grown,
+        "v2_store_growth_over_changed": round(grown / changed, 3),
+        "v2_ours_bytes_sent": ours_v2["bytes_sent"],
+        "v2_ours_sent_over_changed": round(ours_v2["bytes_sent"] / changed, 3),
+        "download_via_xet_s": median(via_xet),
+        "download_via_resolve_s": median(via_resolve),
+        "download_curl_s": median(via_curl),
+        "ratio_xet_over_curl": round(median(via_xet) / median(via_curl), 3),
+        "native_push_of_xet_file_bytes_sent": dedup["bytes_sent"],
+        "target_met": v2_sent <= 1.2 * changed,
+        "runs": {"xet": via_xet, "resolve": via_resolve, "curl": via_curl},
+    }
+
+
+PARTS = {
+    "cold_pull": cold_pull,
+    "second_version": second_version,
+    "ingest": lambda node, work: ingest_speed(work),
+    "xet": xet_transfer,
+}
+
+
 def main() -> None:
+    only = [p for p in os.environ.get("BENCH_ONLY", "").split(",") if p] or list(PARTS)
     with scratch("iollm-bench-transfer-") as work:
         node = BenchNode(work / "node")
         try:
             started = time.perf_counter()
-            result = {
-                "benchmark": "transfer",
-                "machine": {"cpus": os.cpu_count()},
-                "cold_pull": cold_pull(node, work),
-                "second_version": second_version(node, work),
-                "ingest": ingest_speed(work),
-            }
+            result = {"benchmark": "transfer", "machine": {"cpus": os.cpu_count()}}
+            for part in only:
+                result[part] = PARTS[part](node, work)
             result["seconds"] = round(time.perf_counter() - started, 1)
         finally:
             node.stop()

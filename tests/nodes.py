@@ -184,11 +184,10 @@ class Provider:
         self.kill(signal.SIGINT)
 
 
-def run_hf(
-    node: Node, tmp_path: Path, code: str, token: str | None = None, disable_xet: bool = False
-) -> dict:
-    """Unmodified huggingface_hub in a fresh interpreter (it reads HF_ENDPOINT at import); the code's last
-    printed line is JSON. ``disable_xet`` only for uploads: the node does not speak Xet yet."""
+def run_hf(node: Node, tmp_path: Path, code: str, token: str | None = None, **extra_env: str) -> dict:
+    """Unmodified huggingface_hub on its defaults (hf_xet installed, Xet uploads) in a fresh interpreter
+    (it reads HF_ENDPOINT at import); the code's last printed line is JSON. ``extra_env`` adds variables
+    (``HF_HUB_DISABLE_XET="1"`` to take the LFS path instead)."""
     import json
 
     env = node.env(
@@ -196,9 +195,8 @@ def run_hf(
         HF_HOME=str(tmp_path / "hf-home"),
         HF_TOKEN=token if token is not None else node.token,
         HF_HUB_DISABLE_TELEMETRY="1",
+        **extra_env,
     )
-    if disable_xet:
-        env["HF_HUB_DISABLE_XET"] = "1"
     script = "import json\nfrom huggingface_hub import *\n" + textwrap.dedent(code)
     result = subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600

@@ -176,7 +176,6 @@ def test_a_false_sha256_is_refused_and_cannot_squat_a_hash(
         print(json.dumps({{"path": path, "sha": [s.lfs.sha256 for s in info.siblings if s.lfs][0]}}))
         """,
         token=alice,
-        disable_xet=True,  # an LFS upload: the node does not speak Xet yet
     )
     assert Path(out["path"]).read_bytes() == genuine
     assert out["sha"] == sha256(genuine)

@@ -132,7 +132,6 @@ def test_uploads_through_hf_are_the_same_repository(node: Node, tmp_path: Path) 
         rows = open(hf_hub_download("local/data-hf", "train.csv", repo_type="dataset")).read()
         print(json.dumps({{"url": str(url), "again": str(again), "files": sorted(api.list_repo_files("local/via-hf")), "rows": rows}}))
         """,
-        disable_xet=True,
     )
     assert out["url"].endswith("/local/via-hf") and out["again"] == out["url"]
     assert out["files"] == ["config.json", "hello.txt", "sub/weights.safetensors"]

@@ -1,8 +1,10 @@
 """Hugging Face Hub compatible routes, so an unmodified ``huggingface_hub`` works with HF_ENDPOINT=<node>.
 
-Downloads need nothing from the user. LFS uploads need ``HF_HUB_DISABLE_XET=1`` on the client: with
-hf_xet importable, huggingface_hub sends large files to a Xet CAS no server can opt out of. We never
-emit Xet headers or ``xetHash`` so downloads never switch to Xet. Details in docs/hf-protocol-notes.md.
+The client needs nothing but HF_ENDPOINT and HF_TOKEN. Large files go up through Xet (``hf_xet``, the
+client's default; the CAS side is ``hub.xet``) or, with ``HF_HUB_DISABLE_XET=1``, through LFS; either
+way the node stores them in its own chunk store and computes their SHA-256 itself. Files uploaded
+through Xet carry ``xetHash`` and the ``X-Xet-*`` headers on resolve, so they download through Xet too.
+Listings, refs and repository management live in ``hf_listing``, ``hf_refs`` and ``hf_manage``.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import os
 import tempfile
 import time
@@ -31,16 +32,22 @@ from ..errors import (
     NotFound,
     PayloadTooLarge,
     ProtocolError,
-    RepoNotFound,
 )
 from ..protocol import FileEntry, check_path
-from ..protocol.server import MessageErrorRoute, read_json_body
+from ..protocol.server import MessageErrorRoute, json_object, parse_json_body, read_json_body
 from ..store import MappedFile
 from ..store.reader import ChunkedFile
 from .accounts import Identity
 from .api import checked_stream
 from .deps import caller, hub
+from .front_matter import hub_tags
+from .hf_errors import unserved
+from .hf_listing import router as listing_router
+from .hf_manage import router as manage_router
+from .hf_refs import router as refs_router
+from .last_commit import add_last_commits
 from .repos import Hub, Repo
+from .xet import xet_headers, xet_store_of
 
 router = APIRouter(route_class=MessageErrorRoute)
 # Routes under /api/ that keep iollm's error object, as they had before routers declared their errors
@@ -122,7 +129,7 @@ def raw_segments(request: Request, after: str) -> list[str]:
     """URL-decoded path segments that follow the literal segment ``after`` (a revision may hold %2F)."""
     raw = request.scope.get("raw_path", b"").decode("latin-1").split("?", 1)[0]
     parts = raw.split("/")
-    index = parts.index(after)
+    index = parts.index(after, 5)  # after /api/{plural}/{ns}/{name}: a repository may be named "tree"
     return [urllib.parse.unquote(p) for p in parts[index + 1 :]]
 
 
@@ -144,6 +151,9 @@ def tree_entry(h: Hub, entry: FileEntry) -> dict[str, Any]:
             "size": entry.size,
             "pointerSize": len(lfs_pointer(entry.sha256, entry.size)),
         }
+        xet_hash = xet_store_of(h).hash_for_sha256(entry.sha256)  # xet: files stored through Xet
+        if xet_hash:
+            item["xetHash"] = xet_hash
     return item
 
 
@@ -152,11 +162,27 @@ def folder_entry(commit_id: str, path: str) -> dict[str, Any]:
     return {"type": "directory", "oid": oid, "path": path}
 
 
-# -- repository info ---------------------------------------------------------------------------
+def _empty_info(repo: Repo) -> dict[str, Any]:
+    return {
+        "_id": f"{repo.type}-{repo.id}",
+        "id": repo.repo_id,
+        "author": repo.namespace,
+        "sha": None,
+        "createdAt": hf_time(repo.created_at),
+        "lastModified": hf_time(repo.updated_at),
+        "private": repo.private,
+        "gated": False,
+        "disabled": False,
+        "tags": [],
+        "siblings": [],
+        **({"modelId": repo.repo_id} if repo.type == "model" else {}),
+    }
 
 
 def _info(request: Request, h: Hub, who: Identity, plural: str, repo_id: str, revision: str | None) -> dict:
     repo = h.get_repo(who, repo_type_of(plural), repo_id)
+    if revision is None and h.head(repo) is None:
+        return _empty_info(repo)  # created, nothing pushed yet: the Hub still answers its info
     commit_id = h.resolve(repo, revision)
     manifest = h.manifest(commit_id)
     card = h.card(commit_id)
@@ -185,7 +211,7 @@ def _info(request: Request, h: Hub, who: Identity, plural: str, repo_id: str, re
         "disabled": False,
         "downloads": 0,
         "likes": 0,
-        "tags": [t for t in (card.get("format"), card.get("architecture"), card.get("license")) if t],
+        "tags": hub_tags(card),
         "cardData": {k: v for k, v in {**declared, "license": card.get("license")}.items() if v is not None},
         "siblings": siblings,
         "usedStorage": card.get("size", 0),
@@ -243,6 +269,7 @@ def hf_tree(
     rest: str,
     recursive: str = "false",
     cursor: int = 0,
+    expand: str = "false",
     who: Identity = Depends(caller),
     h: Hub = Depends(hub),
 ) -> Response:
@@ -271,9 +298,13 @@ def hf_tree(
         raise EntryNotFound(f"{folder!r} is not a folder of {repo.repo_id}@{revision}", commit=commit_id)
     page = entries[cursor : cursor + TREE_PAGE]
     body = [tree_entry(h, e) if isinstance(e, FileEntry) else e for e in page]
+    if expand.lower() in ("1", "true"):
+        add_last_commits(h, commit_id, body)
     headers = {}
     if cursor + TREE_PAGE < len(entries):
-        query = urllib.parse.urlencode({"recursive": recursive, "cursor": cursor + TREE_PAGE})
+        query = urllib.parse.urlencode(
+            {"recursive": recursive, "expand": expand, "cursor": cursor + TREE_PAGE}
+        )
         headers["Link"] = f'<{base_url(request)}{request.url.path}?{query}>; rel="next"'
     return JSONResponse(body, headers=headers)
 
@@ -291,6 +322,7 @@ async def hf_paths_info(
     revision = raw_segments(request, "paths-info")[0]
     form = await request.form()
     wanted = [str(p) for p in form.getlist("paths")]
+    expand = str(form.get("expand", "")).lower() in ("1", "true")
 
     def work() -> list[dict[str, Any]]:
         repo = h.get_repo(who, repo_type_of(plural), f"{namespace}/{name}")
@@ -304,6 +336,8 @@ async def hf_paths_info(
                 out.append(tree_entry(h, entry))
             elif any(f.path.startswith(path + "/") for f in manifest.files):
                 out.append(folder_entry(commit_id, path))
+        if expand:
+            add_last_commits(h, commit_id, out)
         return out
 
     return await run_in_threadpool(work)
@@ -401,13 +435,13 @@ async def hf_preupload(
     h: Hub = Depends(hub),
 ) -> dict[str, Any]:
     revision = raw_segments(request, "preupload")[0]
-    body = json.loads(await request.body() or b"{}")
+    body = json_object(await request.body())
     repo = await run_in_threadpool(h.get_repo, who, repo_type_of(plural), f"{namespace}/{name}")
     who.require_write(repo.namespace)
     _, manifest = await run_in_threadpool(_head_manifest, h, repo, revision)
     out = []
-    for item in body.get("files", []):
-        path, size = str(item.get("path", "")), int(item.get("size", 0))
+    for item in _objects(body, "files"):
+        path, size = str(item.get("path", "")), _size(item.get("size", 0))
         answer: dict[str, Any] = {
             "path": path,
             "uploadMode": "lfs" if is_lfs(path, size) and size else "regular",
@@ -420,13 +454,27 @@ async def hf_preupload(
     return {"files": out}
 
 
+def _objects(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """``body[key]`` as a list of JSON objects, else a 400 (never a 500 on a malformed request)."""
+    items = body.get(key, [])
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise ProtocolError(f"{key!r} must be a list of JSON objects")
+    return items
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError(f"size must be an integer, not {value!r}")
+    return value
+
+
 def _ticket(secret: bytes, user: str, repo_type: str, repo_id: str, oid: str, size: int, expires: int) -> str:
     message = f"{user}|{repo_type}|{repo_id}|{oid}|{size}|{expires}".encode()
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
 async def _lfs_batch(request: Request, repo_type: str, repo_id: str, who: Identity, h: Hub) -> Response:
-    body = json.loads(await request.body() or b"{}")
+    body = json_object(await request.body())
     repo = await run_in_threadpool(h.get_repo, who, repo_type, repo_id)
     if body.get("operation") != "upload":
         raise ProtocolError("only the LFS 'upload' operation is served; download with /resolve")
@@ -434,8 +482,8 @@ async def _lfs_batch(request: Request, repo_type: str, repo_id: str, who: Identi
     secret: bytes = request.app.state.secret
     expires = int(time.time()) + UPLOAD_TICKET_SECONDS
     objects = []
-    for obj in body.get("objects", []):
-        oid, size = str(obj.get("oid", "")), int(obj.get("size", -1))
+    for obj in _objects(body, "objects"):
+        oid, size = str(obj.get("oid", "")), _size(obj.get("size", -1))
         if len(oid) != 64 or size < 0:
             objects.append({"oid": oid, "size": size, "error": {"code": 422, "message": "bad oid or size"}})
             continue
@@ -528,7 +576,9 @@ async def hf_commit(
     branch = raw_segments(request, "commit")[0]
     repo_type = repo_type_of(plural)
     repo_id = f"{namespace}/{name}"
-    lines = [json.loads(line) for line in (await request.body()).splitlines() if line.strip()]
+    lines = [parse_json_body(line) for line in (await request.body()).splitlines() if line.strip()]
+    if not all(isinstance(line, dict) for line in lines):
+        raise ProtocolError("each line of a commit must be a JSON object")
 
     def work() -> dict[str, Any]:
         repo = h.get_repo(who, repo_type, repo_id)
@@ -538,6 +588,8 @@ async def hf_commit(
         header: dict[str, Any] = {}
         for line in lines:
             key, value = line.get("key"), line.get("value") or {}
+            if not isinstance(value, dict):
+                raise ProtocolError(f"the value of a {key!r} line must be a JSON object")
             if key == "header":
                 header = value
             elif key == "file":
@@ -637,6 +689,9 @@ def _resolve(
         headers["ETag"] = f'"{entry.sha256}"'
         headers["X-Linked-Etag"] = f'"{entry.sha256}"'
         headers["X-Linked-Size"] = str(entry.size)
+        xet_hash = xet_store_of(h).hash_for_sha256(entry.sha256)  # xet: hf_xet downloads it via our CAS
+        if xet_hash:
+            headers.update(xet_headers(request, repo_type, repo_id, commit_id, xet_hash))
     else:
         headers["ETag"] = f'"{git_oid(h, entry)}"'
     try:
@@ -669,4 +724,9 @@ async def hf_catch_all(request: Request) -> Response:
         return await run_in_threadpool(_resolve, request, h, who, repo_type, repo_id, parts[3:])
     if len(parts) == 6 and parts[1].endswith(".git") and parts[2:] == ["info", "lfs", "objects", "batch"]:
         return await _lfs_batch(request, repo_type, f"{parts[0]}/{parts[1][:-4]}", who, h)
-    raise RepoNotFound(f"nothing is served at {request.url.path}")
+    return await run_in_threadpool(unserved, request, h, who, repo_type, parts)
+
+
+router.include_router(listing_router)
+router.include_router(refs_router)
+router.include_router(manage_router)

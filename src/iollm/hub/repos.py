@@ -54,6 +54,7 @@ from ..store import ChunkStore, FileDigest, forget_ingested, ingested_here
 from ..store.reader import ChunkedFile
 from . import cards
 from .accounts import Identity
+from .front_matter import MAX_FRONT_MATTER, readme_metadata
 from .names import check_namespace
 from .tables import chunk_uploads, commits, contents, hub_meta, refs, repo_chunks, repos
 
@@ -298,7 +299,17 @@ class Hub:
             raise RevisionNotFound(f"{repo.repo_id} has no commits yet: push something first")
         raise RevisionNotFound(f"revision {revision!r} is not a branch, tag or commit of {repo.repo_id}")
 
-    def tag(self, caller: Identity, repo: Repo, revision: str, tag: str, force: bool = False) -> str:
+    def tag(
+        self,
+        caller: Identity,
+        repo: Repo,
+        revision: str,
+        tag: str,
+        force: bool = False,
+        exist_ok: bool = True,
+    ) -> str:
+        """Point a new tag at ``revision``. Tags do not move (``force`` moves one); with ``exist_ok``
+        False even a tag already at that commit is a Conflict, as the Hub answers ``create_tag``."""
         caller.require_write(repo.namespace)
         check_ref_name(tag, "tag")
         commit_id = self.resolve(repo, revision)
@@ -308,6 +319,8 @@ class Hub:
                     (refs.c.repo_id == repo.id) & (refs.c.kind == "tag") & (refs.c.name == tag)
                 )
             ).first()
+            if existing and not exist_ok and not force:
+                raise Conflict(f"tag {tag!r} already exists in {repo.repo_id} (at {existing[0]})")
             if existing and existing[0] != commit_id and not force:
                 raise Conflict(f"tag {tag!r} already points at {existing[0]}; tags do not move")
             if not existing:
@@ -323,6 +336,85 @@ class Hub:
                     .values(commit_id=commit_id, updated_at=utc_now_iso())
                 )
         return commit_id
+
+    def create_branch(self, caller: Identity, repo: Repo, branch: str, revision: str | None = None) -> str:
+        """A new branch at ``revision`` (default: the head of main); Conflict if it exists already."""
+        caller.require_write(repo.namespace)
+        check_ref_name(branch)
+        commit_id = self.resolve(repo, revision)
+        with self.db.write() as conn:
+            if self._head(conn, repo, branch) is not None:
+                raise Conflict(f"branch {branch!r} already exists in {repo.repo_id}")
+            conn.execute(
+                refs.insert().values(
+                    repo_id=repo.id, kind="branch", name=branch, commit_id=commit_id, updated_at=utc_now_iso()
+                )
+            )
+        return commit_id
+
+    def delete_ref(self, caller: Identity, repo: Repo, kind: str, name: str) -> str:
+        """Remove a branch or tag (its commits stay reachable by id); the default branch stays, since
+        every reader falls back to it. Returns the commit the ref pointed at."""
+        caller.require_write(repo.namespace)
+        if kind not in ("branch", "tag"):
+            raise ProtocolError(f"ref kind must be branch or tag, not {kind!r}")
+        if kind == "branch" and name == DEFAULT_BRANCH:
+            raise ProtocolError(f"the default branch {DEFAULT_BRANCH!r} cannot be deleted")
+        where = (refs.c.repo_id == repo.id) & (refs.c.kind == kind) & (refs.c.name == name)
+        with self.db.write() as conn:
+            row = conn.execute(select(refs.c.commit_id).where(where)).first()
+            if row is None:
+                raise RevisionNotFound(f"{kind} {name!r} does not exist in {repo.repo_id}")
+            conn.execute(refs.delete().where(where))
+        return row[0]
+
+    def delete_repo(self, caller: Identity, repo_type: str, repo_id: str) -> None:
+        """Delete a repository, its refs and commits. Chunks stay in the store (other repositories may
+        share them) but stop being readable through this repository."""
+        repo = self.get_repo(caller, repo_type, repo_id, pull_through=False)
+        caller.require_write(repo.namespace)
+        with self.db.write() as conn:
+            conn.execute(refs.delete().where(refs.c.repo_id == repo.id))
+            conn.execute(repo_chunks.delete().where(repo_chunks.c.repo_id == repo.id))
+            conn.execute(commits.delete().where(commits.c.repo_id == repo.id))
+            conn.execute(repos.delete().where(repos.c.id == repo.id))
+        with self._manifest_lock:
+            self._manifests.clear()
+
+    def move_repo(self, caller: Identity, repo_type: str, from_id: str, to_id: str) -> Repo:
+        """Rename a repository, possibly into another namespace: the caller must be able to write both.
+        Commits keep their ids (they name the repository they were made in)."""
+        repo = self.get_repo(caller, repo_type, from_id, pull_through=False)
+        caller.require_write(repo.namespace)
+        namespace, name = split_repo_id(to_id)
+        caller.require_write(namespace)
+        check_namespace(namespace)
+        with self.db.write() as conn:
+            if self._find(conn, repo_type, namespace, name) is not None:
+                raise Conflict(f"{repo_type} repository {to_id!r} already exists")
+            conn.execute(
+                repos.update()
+                .where(repos.c.id == repo.id)
+                .values(namespace=namespace, name=name, updated_at=utc_now_iso())
+            )
+            moved = self._find(conn, repo_type, namespace, name)
+        assert moved is not None
+        return moved
+
+    def heads(self, found: list[Repo], branch: str = DEFAULT_BRANCH) -> dict[int, tuple[str, dict[str, Any]]]:
+        """repo id -> (head commit of ``branch``, its card) for the repositories that have one, in one
+        query per batch (listings show hundreds of repositories)."""
+        out: dict[int, tuple[str, dict[str, Any]]] = {}
+        with self.db.read() as conn:
+            for batch in _batches([r.id for r in found]):
+                query = (
+                    select(refs.c.repo_id, commits.c.id, commits.c.card)
+                    .join(commits, commits.c.id == refs.c.commit_id)
+                    .where(refs.c.repo_id.in_(batch) & (refs.c.kind == "branch") & (refs.c.name == branch))
+                )
+                for row in conn.execute(query):
+                    out[row.repo_id] = (row.id, json.loads(row.card))
+        return out
 
     # -- commits ---------------------------------------------------------------------------------
 
@@ -600,6 +692,11 @@ class Hub:
             config = by_path["config.json"]
             raw = self._reader(config).read(0, config.size)
             for key, value in cards.config_card(raw).items():
+                card.setdefault(key, value)
+        readme = by_path.get("README.md")
+        if readme is not None and 0 < readme.size <= MAX_FRONT_MATTER * 4:
+            meta = readme_metadata(self._reader(readme).read(0, min(readme.size, MAX_FRONT_MATTER)))
+            for key, value in meta.items():
                 card.setdefault(key, value)
         for key in _CARD_KEYS_FROM_DECLARED:
             if declared.get(key) is not None and not card.get(key):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +37,7 @@ from .tables import billed, prices, transfers
 
 log = logging.getLogger("iollm.mining")
 CURSOR = "usage"
+PRICE_REFRESH_S = 2.0  # how soon a price set by another process sizes this node's holds
 HOLD_PREFIX = "usage:"  # a call's hold is named after its usage record, which settles it
 
 
@@ -99,6 +101,8 @@ class Billing:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._prices: dict[str, dict[str, Any]] | None = None  # the price table, read once
+        self._prices_read = 0.0
 
     # -- prices ----------------------------------------------------------------------------------
 
@@ -127,6 +131,7 @@ class Billing:
         with self.db.write() as conn:
             conn.execute(prices.delete().where(prices.c.model == model))
             conn.execute(prices.insert().values(**row))
+        self._prices = None  # this node's next call reads the new price
         return row
 
     def price(self, model: str) -> dict[str, Any] | None:
@@ -135,14 +140,18 @@ class Billing:
         return dict(row._mapping) if row else None
 
     def _price_of(self, model_id: str, repo: str) -> dict[str, Any] | None:
-        """The price a call will be billed at (``bill`` looks it up the same way): its repository's (an
-        environment's base weights), else its model id's. One read on every inference call's path."""
-        with self.db.read() as conn:
-            rows = {
-                r.model: dict(r._mapping)
-                for r in conn.execute(select(prices).where(prices.c.model.in_({model_id, repo})))
-            }
-        return rows.get(repo) or rows.get(model_id)
+        """The price a call's hold is taken at: its repository's (an environment's base weights), else
+        its model id's. It is on every inference call's path, so the price table (one row per priced
+        model) is kept in memory: set_price refreshes it at once, and a price set by another process
+        on a shared database is seen within ``PRICE_REFRESH_S``. ``bill`` reads the price afresh,
+        so a stale entry can only size a hold, never a charge."""
+        table = self._prices
+        now = time.monotonic()
+        if table is None or now - self._prices_read > PRICE_REFRESH_S:
+            with self.db.read() as conn:
+                table = {r.model: dict(r._mapping) for r in conn.execute(select(prices))}
+            self._prices, self._prices_read = table, now
+        return table.get(repo) or table.get(model_id)
 
     def _call_price(self, spec: Any) -> dict[str, Any] | None:
         return self._price_of(spec.model_id, spec.base_repo or spec.repo)

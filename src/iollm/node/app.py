@@ -18,6 +18,7 @@ from ..editor import router as editor_router
 from ..hub import Accounts, Hub, PullThrough, ensure_local_admin, hf_catch_all, hf_router, native_router
 from ..hub import metadata as hub_metadata
 from ..hub.oci_api import router as oci_router
+from ..hub.xet import router as xet_router
 from ..mining.api import router as mining_router
 from ..mining.service import Mining, MiningConfig, submission_lookup
 from ..paths.api import router as paths_leaderboard_router
@@ -37,6 +38,7 @@ from ..runtime import (
 )
 from ..runtime.environments import Environments
 from ..runtime.environments_api import router as environments_router
+from ..runtime.ollama_models_api import router as ollama_models_router
 from ..runtime.usage_api import router as usage_router
 from ..runtime.venvs import VenvManager
 from ..runtime.workers import WorkerPool
@@ -160,6 +162,7 @@ def create_app(parts: NodeParts) -> FastAPI:
 
     app.include_router(openai_router)
     app.include_router(ollama_router)
+    app.include_router(ollama_models_router)  # pull, push, create, blobs, copy, delete
     app.include_router(usage_router)
     app.include_router(metrics_router)  # GET /metrics: Prometheus
     app.include_router(paths_publish_router)
@@ -170,6 +173,7 @@ def create_app(parts: NodeParts) -> FastAPI:
     app.include_router(editor_router)  # the web UI at /ui and its APIs under /api/editor
     app.include_router(native_router)
     app.include_router(oci_router)
+    app.include_router(xet_router)  # Xet CAS (/v1/...) and xet-*-token routes; before hf_router
     app.include_router(hf_router)
     # Must stay last: Hugging Face paths start with the namespace (/{ns}/{name}/resolve/...).
     app.add_api_route("/{path:path}", hf_catch_all, methods=["GET", "HEAD", "POST"], include_in_schema=False)

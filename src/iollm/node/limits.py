@@ -72,7 +72,12 @@ _MANIFEST_ROUTE = re.compile(
     r"|(models|datasets|spaces)/[^/]+/[^/]+/(commit|preupload|paths-info)/.*)$"
     r"|\.git/info/lfs/objects/batch$"
 )
-_ROUTE_LIMITED = re.compile(r"^/api/(lfs/upload/[^/]+|import)$")  # the route checks its own bound
+# These routes check their own bound: the signed LFS ticket's size, the import limit, Xet's 64 MiB
+# xorb and shard limits (binary bodies, never scanned as JSON); Ollama's blobs are whole weights
+# files, bounded like an import.
+_ROUTE_LIMITED = re.compile(
+    r"^/api/(lfs/upload/[^/]+|import|blobs/[^/]+)$|^/v1/(xorbs/[^/]+/[^/]+|shards)$|^/shards$"
+)
 
 
 _HINTS = {
@@ -98,15 +103,32 @@ _STRUCTURE = re.compile(rb'[\[\]{}"\\\n]')
 
 
 class DepthScanner:
-    """Tracks JSON nesting depth across the pieces of a streamed body (strings are skipped)."""
+    """Tracks JSON nesting depth across the pieces of a streamed body (strings are skipped).
+
+    Most bodies open fewer brackets in all than the limit allows, and then cannot be too deep: until
+    the count of ``[`` and ``{`` (a C-speed upper bound on the depth) passes the limit, pieces are only
+    counted and kept, and the exact scan runs over them only once it does."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.depth = 0
         self.in_string = False
         self.escaped = False  # the previous piece ended with a backslash inside a string
+        self._opened = 0  # brackets opened so far, while under the limit
+        self._unscanned: list[bytes] | None = []
 
     def feed(self, data: bytes) -> None:
+        if self._unscanned is not None:
+            self._opened += data.count(b"[") + data.count(b"{")
+            if self._opened <= self.limit:
+                self._unscanned.append(data)
+                return
+            unscanned, self._unscanned = self._unscanned, None
+            for piece in unscanned:
+                self._scan(piece)
+        self._scan(data)
+
+    def _scan(self, data: bytes) -> None:
         skip = 0 if self.escaped else -1
         self.escaped = False
         for match in _STRUCTURE.finditer(data):
