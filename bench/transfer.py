@@ -10,7 +10,8 @@
    default) vs our ``iollm push`` of a file of the same size; a 1 %-changed second version through
    hf_xet (bytes the client sent over bytes changed, and the store's growth); ``hf_hub_download``
    through Xet vs plain resolve (HF_HUB_DISABLE_XET=1) vs ``curl``; a native push of the file that
-   came in through Xet (bytes sent).
+   came in through Xet (bytes sent); and the 491 MB Qwen GGUF uploaded by ``upload_folder`` and by
+   ``iollm push``, each to a fresh node (``BENCH_XET_GGUF=0`` skips it).
 
 ``BENCH_ONLY=xet`` (or a comma list of cold_pull, second_version, ingest, xet) runs only those parts.
 """
@@ -252,6 +253,31 @@ def store_bytes(node: BenchNode) -> int:
     return sum(p.stat().st_size for p in (node.home / "store").rglob("*") if p.is_file())
 
 
+def xet_gguf_upload(work: Path) -> dict:
+    """The 491 MB Qwen GGUF uploaded by ``upload_folder`` (hf_xet) and by ``iollm push``, each to a
+    fresh node (on one node the second upload would find every chunk already there)."""
+    gguf = assets.ensure_model("qwen-coder", progress=False)
+    folder = work / "gguf-upload"
+    folder.mkdir()
+    shutil.copy(gguf, folder / gguf.name)
+    result: dict = {"file_mb": round(gguf.stat().st_size / 1e6, 1)}
+    for name in ("hf_xet", "ours"):
+        node = BenchNode(work / f"gguf-{name}", "--no-seed")
+        try:
+            if name == "hf_xet":
+                code = (
+                    "api=HfApi(); api.create_repo('local/gguf')\n"
+                    f"api.upload_folder(folder_path={str(folder)!r}, repo_id='local/gguf')"
+                )
+                result["upload_hf_xet_s"] = round(hf_run(node, work / "gguf-client", code), 3)
+            else:
+                result["upload_ours_s"] = node.cli_json("push", str(folder), "local/gguf")["seconds"]
+        finally:
+            node.stop()
+    result["ratio_hf_xet_over_ours"] = round(result["upload_hf_xet_s"] / result["upload_ours_s"], 3)
+    return result
+
+
 def xet_transfer(node: BenchNode, work: Path) -> dict:
     mb = int(os.environ.get("BENCH_XET_MB", "96"))
     size = mb * 1_000_000
@@ -326,6 +352,7 @@ def xet_transfer(node: BenchNode, work: Path) -> dict:
         "native_push_of_xet_file_bytes_sent": dedup["bytes_sent"],
         "target_met": v2_sent <= 1.2 * changed,
         "runs": {"xet": via_xet, "resolve": via_resolve, "curl": via_curl},
+        "gguf_upload": xet_gguf_upload(work) if os.environ.get("BENCH_XET_GGUF", "1") != "0" else None,
     }
 
 
