@@ -178,7 +178,7 @@ def test_bad_values_are_refused_naming_the_parameter(client: openai.OpenAI, serv
         assert raw.status_code == 400 and raw.json()["error"]["param"] == "logprobs", raw.text
     chat = httpx.post(
         f"{served.url}/v1/chat/completions",
-        json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "logprobs": True},
+        json={"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "logprobs": 2},
         headers=auth,
     )
     assert chat.status_code == 400 and chat.json()["error"]["param"] == "logprobs"

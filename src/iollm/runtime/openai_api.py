@@ -9,6 +9,13 @@ scores every prompt token (the first one's logprob is null) and then the generat
 ``max_tokens: 0`` scores without generating, which is how lm-evaluation-harness computes a
 log-likelihood. ``text_offset`` counts characters of the returned text, which begins with the prompt
 under ``echo`` and right after it otherwise (so the first offset is ``len(prompt)``).
+
+``/v1/chat/completions`` also takes ``tools``/``tool_choice``/``parallel_tool_calls`` (runtime.tools:
+the model's own tool-call text becomes ``tool_calls``, streamed as OpenAI's indexed ``delta.tool_calls``),
+``response_format`` ``json_object``/``json_schema`` (runtime.structured: a grammar, so the answer parses
+and validates), and ``logprobs``/``top_logprobs`` (0..20) in OpenAI's chat shape, streamed too.
+A parameter this node does not implement is refused with a 400 naming it; only parameters that change
+nothing about the answer (``user``, ``metadata``, ``store: false``...) are accepted and not acted on.
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ from ..errors import IollmError, ProtocolError
 from ..hub import Identity
 from ..hub.deps import caller
 from ..protocol.server import read_json_body
-from .backends import ChatMessage, TokenLogprob, logprobs_json
+from .backends import ChatMessage, TokenLogprob, chat_logprobs_json, logprobs_json
 from .sampling import check_sampling
 from .service import Call, Runtime
+from .structured import response_format_grammar
+from .tools import ToolCall, ToolCallParser, ToolPlan, plan_tools, split_tool_calls
 
 router = APIRouter(prefix="/v1")
 
@@ -54,6 +63,13 @@ class ChatRequest(BaseModel):
     n: int | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
+    # checked by hand so that each refusal names its parameter
+    tools: Any = None
+    tool_choice: Any = None
+    parallel_tool_calls: Any = None
+    response_format: Any = None
+    logprobs: Any = None
+    top_logprobs: Any = None
 
 
 class CompletionRequest(BaseModel):
@@ -102,6 +118,24 @@ def message_text(message: dict[str, Any]) -> str:
     raise ProtocolError("message content must be a string or a list of text parts", param="messages")
 
 
+def _tool_calls(message: dict[str, Any]) -> tuple[dict[str, Any], ...] | None:
+    """An assistant message's ``tool_calls``, checked (each a function with a name and arguments)."""
+    calls = message.get("tool_calls")
+    if calls is None:
+        return None
+    if not isinstance(calls, list) or not all(
+        isinstance(c, dict)
+        and isinstance(c.get("function"), dict)
+        and isinstance(c["function"].get("name"), str)
+        and isinstance(c["function"].get("arguments", ""), str | dict)
+        for c in calls
+    ):
+        raise ProtocolError(
+            "tool_calls must be a list of {id, type: function, function: {name, arguments}}", param="messages"
+        )
+    return tuple(calls) or None
+
+
 def chat_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
     if not raw:
         raise ProtocolError("messages must not be empty", param="messages")
@@ -110,8 +144,57 @@ def chat_messages(raw: list[dict[str, Any]]) -> list[ChatMessage]:
         role = message.get("role")
         if role not in ("system", "developer", "user", "assistant", "tool"):
             raise ProtocolError(f"unknown message role {role!r}", param="messages")
-        out.append(ChatMessage("system" if role == "developer" else role, message_text(message)))
+        calls = _tool_calls(message) if role == "assistant" else None
+        call_id = message.get("tool_call_id") if role == "tool" else None
+        name = message.get("name")
+        out.append(
+            ChatMessage(
+                "system" if role == "developer" else role,
+                message_text(message),
+                calls,
+                None if call_id is None else str(call_id),
+                name if isinstance(name, str) else None,
+            )
+        )
     return out
+
+
+MAX_TOP_LOGPROBS = 20  # OpenAI's limit for chat ``top_logprobs``
+
+# Accepted and not acted on: they change nothing about the answer (hints, labels, routing tiers).
+_HARMLESS = {"user", "metadata", "safety_identifier", "prompt_cache_key"}
+
+
+def refuse_unknown(extra: dict[str, Any]) -> None:
+    """400 naming the first request field this node does not implement (never silently ignored)."""
+    for name, value in extra.items():
+        if name in _HARMLESS or value is None:
+            continue
+        if name == "store" and value is False:
+            continue
+        if name == "service_tier" and value in ("auto", "default"):
+            continue
+        if name == "logit_bias" and value == {}:
+            continue
+        raise ProtocolError(
+            f"the parameter {name!r} is not supported by this node (value {json.dumps(value)[:40]})",
+            param=name,
+        )
+
+
+def chat_logprobs(logprobs: Any, top: Any) -> int | None:
+    """``logprobs``/``top_logprobs`` of a chat request as the number of alternatives per token (None:
+    no logprobs)."""
+    if logprobs is not None and not isinstance(logprobs, bool):
+        raise ProtocolError("logprobs must be true or false", param="logprobs")
+    if top is not None:
+        if isinstance(top, bool) or not isinstance(top, int) or not 0 <= top <= MAX_TOP_LOGPROBS:
+            raise ProtocolError(
+                f"top_logprobs must be an integer from 0 to {MAX_TOP_LOGPROBS}", param="top_logprobs"
+            )
+        if not logprobs:
+            raise ProtocolError("top_logprobs needs logprobs: true", param="top_logprobs")
+    return (top or 0) if logprobs else None
 
 
 MAX_LOGPROBS = 5  # OpenAI's limit for the legacy completions API
@@ -310,57 +393,168 @@ def _epoch(iso: str) -> int:
 @router.post("/chat/completions")
 async def chat_completions(request: Request, who: Identity = Depends(caller)):
     body: ChatRequest = await parse(request, ChatRequest)
-    extra = body.model_extra or {}
-    for name in ("logprobs", "top_logprobs"):
-        if extra.get(name):
-            raise ProtocolError(
-                f"{name} is not supported by /v1/chat/completions yet; use /v1/completions with logprobs",
-                param=name,
-            )
+    refuse_unknown(body.model_extra or {})
+    top = chat_logprobs(body.logprobs, body.top_logprobs)
+    plan = plan_tools(body.tools, body.tool_choice, body.parallel_tool_calls)
+    shape = response_format_grammar(body.response_format)
+    if shape is not None and plan.active:
+        raise ProtocolError(
+            "response_format cannot be combined with tools here: the format's grammar would forbid calls",
+            param="response_format",
+        )
     wanted = sampling(body)  # a bad value is refused before the model is looked up
     each = choices_wanted(wanted, body.stream)
     rt = runtime(request)
     spec = rt.resolve(who, body.model)  # an unknown model is a 404 before bad messages are a 400
     messages = chat_messages(body.messages)
-    if len(each) > 1:
-        # one call per choice, one after another (each waits for an engine slot like any request, and
-        # none can be refused for a full queue halfway); each writes its own usage record
-        calls, texts = [], []
-        for params in each:
-            calls.append(rt.chat(who, spec, messages, params))
-            texts.append(await calls[-1].text())
-        return JSONResponse(chat_json(body.model, spec, calls, texts))
-    call = rt.chat(who, spec, messages, wanted, body.stream)
+
+    def start(params: dict[str, Any]) -> Call:
+        return rt.chat(
+            who,
+            spec,
+            messages,
+            params,
+            body.stream,
+            logprobs=top,
+            tools=plan.tools,
+            grammar=plan.grammar or shape,
+            grammar_param="tool_choice" if plan.grammar else "response_format",
+        )
+
     if body.stream:
+        call = start(each[0])
         pieces = await first_then_rest(call)
         include = bool((body.stream_options or {}).get("include_usage"))
-        events = stream_response(pieces, call, "chat.completion.chunk", body.model, include, chat=True)
+        events = chat_stream(pieces, call, body.model, include, plan, top)
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    text = await call.text()
-    return JSONResponse(chat_json(body.model, spec, [call], [text]))
+    # n > 1: one call per choice, one after another (each waits for an engine slot like any request,
+    # and none can be refused for a full queue halfway); each writes its own usage record
+    calls, results = [], []
+    for params in each:
+        calls.append(start(params))
+        results.append(await collect_scored(calls[-1]))
+    return JSONResponse(chat_json(body.model, spec, calls, results, plan, top))
 
 
-def chat_json(model: str, spec: Any, calls: list[Call], texts: list[str]) -> dict[str, Any]:
+def chat_json(
+    model: str,
+    spec: Any,
+    calls: list[Call],
+    results: list[tuple[str, list[TokenLogprob]]],
+    plan: ToolPlan | None = None,
+    top: int | None = None,
+) -> dict[str, Any]:
     """A chat.completion with one choice per call; its id is the first call's usage record's."""
+    choices = []
+    for index, (call, (text, scored)) in enumerate(zip(calls, results, strict=True)):
+        message: dict[str, Any] = {"role": "assistant", "content": text}
+        reason = finish(call)
+        if plan is not None and plan.active:
+            content, tool_calls = split_tool_calls(text, plan)
+            message["content"] = content
+            if tool_calls:
+                message["tool_calls"] = [c.json() for c in tool_calls]
+                reason = "tool_calls"
+        choices.append(
+            {
+                "index": index,
+                "message": message,
+                "finish_reason": reason,
+                "logprobs": None if top is None else chat_logprobs_json(scored, top),
+            }
+        )
     return {
         "id": "chatcmpl-" + calls[0].record.id,
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
         "system_fingerprint": (spec.base_commit or spec.commit)[:12],
-        "choices": [
-            {
-                "index": index,
-                "message": {"role": "assistant", "content": text},
-                "finish_reason": finish(call),
-                "logprobs": None,
-            }
-            for index, (call, text) in enumerate(zip(calls, texts, strict=True))
-        ],
+        "choices": choices,
         "usage": usage_json(*calls),
     }
+
+
+async def chat_stream(
+    pieces: AsyncIterator[Any],
+    call: Call,
+    model: str,
+    include_usage: bool,
+    plan: ToolPlan,
+    top: int | None,
+) -> AsyncIterator[bytes]:
+    """SSE chunks of one chat generation: content deltas, each tool call as OpenAI streams it (its id
+    and name, then its arguments, under its ``index``), and logprobs with the delta they belong to."""
+    created = int(time.time())
+    ident = ""
+    parser = ToolCallParser(plan) if plan.active else None
+    waiting: list[TokenLogprob] = []  # logprobs of text the parser still holds
+
+    def chunk(delta: dict[str, Any], finish_reason: str | None = None, scored: bool = True) -> bytes:
+        logprobs = None
+        if top is not None and scored and waiting:
+            logprobs = chat_logprobs_json(waiting, top)
+            waiting.clear()
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}
+        return sse(
+            {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [choice],
+            }
+        )
+
+    def deltas(events: list[Any]) -> list[bytes]:
+        out = []
+        for event in events:
+            if isinstance(event, ToolCall):
+                index = len([c for c in parser.calls if c is not event]) if parser else 0
+                head = {
+                    "index": index,
+                    "id": event.id,
+                    "type": "function",
+                    "function": {"name": event.name, "arguments": ""},
+                }
+                out.append(chunk({"tool_calls": [head]}, scored=False))
+                out.append(
+                    chunk({"tool_calls": [{"index": index, "function": {"arguments": event.arguments}}]})
+                )
+            elif event:
+                out.append(chunk({"content": event}))
+        return out
+
+    try:
+        async for piece in pieces:
+            if not ident:
+                ident = "chatcmpl-" + call.record.id
+                yield chunk({"role": "assistant", "content": ""}, scored=False)
+            if top is not None:
+                waiting.extend(piece.logprobs or ())
+            events = parser.feed(piece.text) if parser else [piece.text]
+            if piece.finish_reason and parser:
+                events += parser.flush()
+            for event in deltas(events):
+                yield event
+            if piece.finish_reason and piece.finish_reason != "cancelled":
+                reason = "tool_calls" if parser and parser.calls else piece.finish_reason
+                yield chunk({}, reason)
+        if include_usage:
+            yield sse(
+                {
+                    "id": ident,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage_json(call),
+                }
+            )
+    except Exception as exc:  # mid-stream errors are SSE data lines, which the OpenAI client raises
+        yield error_event(exc)
+    yield b"data: [DONE]\n\n"
 
 
 @router.post("/completions")
@@ -371,9 +565,11 @@ async def completions(request: Request, who: Identity = Depends(caller)):
         if len(prompt) != 1:
             raise ProtocolError("send one prompt per request", param="prompt")
         prompt = prompt[0]
-    best_of = (body.model_extra or {}).get("best_of")
+    extra = dict(body.model_extra or {})
+    best_of = extra.pop("best_of", None)
     if best_of is not None and best_of != 1:
         raise ProtocolError("best_of is not supported; use n to get several choices", param="best_of")
+    refuse_unknown(extra)
     check_logprobs(body.logprobs)
     wanted = sampling(body, score_only=body.echo)  # a bad value is refused before the model is looked up
     each = choices_wanted(wanted, body.stream)

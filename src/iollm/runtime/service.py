@@ -19,6 +19,7 @@ billed, so every call that got one writes its record, whether it ends, fails or 
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -28,7 +29,7 @@ from typing import Any, Protocol
 
 from ..errors import Unauthorized
 from ..hub import Identity
-from .backends import Backend, ChatMessage, Counts, Embedding, GenerationParams, Piece
+from .backends import Backend, ChatMessage, Counts, Embedding, GenerationParams, Piece, Unsupported
 from .manager import Loaded, ModelManager
 from .metrics import Metrics, public_label
 from .resolve import ModelSpec, NotRunnable, Resolver
@@ -113,6 +114,8 @@ class _Reserving:
     ) -> Iterator[Piece]:
         pieces = self._backend.chat(messages, params, counts, cancel)
         size = sum(len(m.content.encode()) + TEMPLATE_TOKENS_PER_MESSAGE for m in messages)
+        # tool definitions and calls are rendered into the prompt too
+        size += len(json.dumps([params.tools, [m.tool_calls for m in messages]]).encode())
         self._reserve(counts, params, size + TEMPLATE_TOKENS)
         return pieces
 
@@ -248,15 +251,33 @@ class Runtime:
         messages: list[ChatMessage],
         params: dict[str, Any],
         stream: bool = False,
+        logprobs: int | None = None,
+        tools: list[dict[str, Any]] | None = None,
+        grammar: str | None = None,
+        grammar_param: str = "response_format",
     ) -> Call:
         """A chat call to ``model`` (an id, or the spec it was already resolved to). ``params`` are the
-        request's sampling values, which win over the environment's PARAMETERs (``params_for``)."""
+        request's sampling values, which win over the environment's PARAMETERs (``params_for``);
+        ``logprobs``, ``tools``, ``grammar`` and ``grammar_param`` as in ``GenerationParams``."""
         spec = model if isinstance(model, ModelSpec) else self.resolve(caller, model)
         virtual = self.virtual_for(spec.model_id)
         if virtual is not None:
+            asked = [
+                name
+                for name, value in (("logprobs", logprobs), ("tools", tools), (grammar_param, grammar))
+                if value is not None
+            ]
+            if asked:
+                raise Unsupported(
+                    f"{spec.model_id} is a workflow; it cannot honour {asked[0]}", param=asked[0]
+                )
             return virtual.chat(caller, spec, messages, params, stream)
         conversation = self.messages_for(spec, messages)
         generation = params_for(spec, params)
+        generation.logprobs = logprobs
+        generation.tools = tools
+        generation.grammar = grammar
+        generation.grammar_param = grammar_param
         return self._start(
             caller, spec, "chat", lambda b, c, x: b.chat(conversation, generation, c, x), stream
         )

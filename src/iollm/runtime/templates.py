@@ -3,10 +3,18 @@
 Three kinds: Hugging Face Jinja templates (what GGUF files carry in ``tokenizer.chat_template``), the
 Go-template subset that Ollama Modelfiles use in ``TEMPLATE`` (so existing Modelfiles keep working),
 and a plain fallback for base models that have no template at all (such as Gemma-3-270M base).
+
+Tools: a Jinja template that reads ``tools`` renders OpenAI tool definitions itself, and assistant
+turns with ``tool_calls`` and ``tool`` turns render through it too (so call -> result -> answer is the
+conversation the model was trained on). Tool-call arguments arrive as JSON strings (OpenAI) but templates
+such as Qwen's write ``arguments | tojson``, so they are handed over parsed, as transformers documents.
+``tool_format`` says which tool-call text the model writes; only Hermes/Qwen ``<tool_call>`` is parsed
+(runtime.tools), so a template without tools, or with another format, refuses ``tools``.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,14 +39,28 @@ class ChatTemplate:
     bos_token: str = ""
     eos_token: str = ""
 
-    def render(self, messages: list[ChatMessage], system: str | None = None) -> str:
+    def render(
+        self,
+        messages: list[ChatMessage],
+        system: str | None = None,
+        tools: list[dict[str, Any]] | None = None,
+    ) -> str:
         if system and not any(m.role == "system" for m in messages):
             messages = [ChatMessage("system", system), *messages]
+        if tools and self.tool_format is None:
+            raise TemplateError("this model's chat template does not support tools")
         if self.kind == "jinja":
-            return _render_jinja(self.source, messages, self.bos_token, self.eos_token)
+            return _render_jinja(self.source, messages, self.bos_token, self.eos_token, tools)
         if self.kind == "go":
             return render_go_template(self.source, messages)
         return _render_plain(messages)
+
+    @property
+    def tool_format(self) -> str | None:
+        """``"hermes"`` when the template renders ``tools`` and its calls are ``<tool_call>`` blocks."""
+        if self.kind == "jinja" and "tools" in self.source and "<tool_call>" in self.source:
+            return "hermes"
+        return None
 
     @property
     def stops(self) -> list[str]:
@@ -63,20 +85,50 @@ def pick_template(
     return ChatTemplate(kind, source, bos, eos)
 
 
-def _render_jinja(source: str, messages: list[ChatMessage], bos: str, eos: str) -> str:
+def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None, **kw: Any) -> str:
+    """transformers' ``tojson``: keys in the order given (Jinja's own sorts them, which is not the text
+    the model was trained on) and non-ASCII kept."""
+    separators = kw.get("separators")
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators)
+
+
+def template_message(message: ChatMessage) -> dict[str, Any]:
+    """A message as templates read it: tool-call arguments parsed from their JSON string."""
+    out = message.wire()
+    calls = []
+    for call in out.get("tool_calls") or []:
+        function = dict(call.get("function") or {})
+        arguments = function.get("arguments")
+        if isinstance(arguments, str):
+            try:
+                function["arguments"] = json.loads(arguments)
+            except ValueError:
+                pass  # rendered as the string it is
+        calls.append({**call, "function": function})
+    if calls:
+        out["tool_calls"] = calls
+    return out
+
+
+def _render_jinja(
+    source: str, messages: list[ChatMessage], bos: str, eos: str, tools: list[dict[str, Any]] | None = None
+) -> str:
     env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, loader=jinja2.BaseLoader())
 
     def raise_exception(message: str) -> None:
         raise TemplateError(message)
 
     env.globals["raise_exception"] = raise_exception
+    env.filters["tojson"] = _tojson
     env.globals["strftime_now"] = lambda fmt: datetime.now(UTC).strftime(fmt)
     try:
+        extra = {"tools": tools} if tools else {}  # some templates test ``tools is defined``
         return env.from_string(source).render(
-            messages=[{"role": m.role, "content": m.content} for m in messages],
+            messages=[template_message(m) for m in messages],
             add_generation_prompt=True,
             bos_token=bos,
             eos_token=eos,
+            **extra,
         )
     except jinja2.TemplateError as exc:
         raise TemplateError(f"chat template failed: {exc}") from exc

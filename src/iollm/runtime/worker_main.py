@@ -8,7 +8,10 @@ each required package imports), and exits when the node that started it is gone.
 
 Log-probabilities travel in each event's ``choices[0].logprobs`` (OpenAI's completion shape) when the
 body asks for ``logprobs``; ``prompt_logprobs: true`` adds a first, text-less event scoring the prompt
-(the node echoes the prompt text itself).
+(the node echoes the prompt text itself), and each entry's bytes and ranked alternatives (chat logprobs).
+``tools`` (rendered by the template), ``grammar``/``grammar_param`` (GBNF) and messages' ``tool_calls`` and
+``tool_call_id`` reach the backend as the node sent them; the answer is the model's raw text, which the
+node parses. A parameter the backend refuses is a 400 ``unsupported_parameter`` naming it.
 """
 
 from __future__ import annotations
@@ -38,8 +41,9 @@ from .backends.base import (
     Counts,
     GenerationParams,
     Piece,
+    Unsupported,
     logprobs_from_json,
-    logprobs_json,
+    logprobs_wire,
 )
 from .backends.registry import LoadOptions
 
@@ -114,6 +118,9 @@ def params_from(body: dict[str, Any]) -> GenerationParams:
     if body.get("logprobs") is not None:
         params.logprobs = int(body["logprobs"])
         params.prompt_logprobs = bool(body.get("prompt_logprobs"))
+    params.tools = body.get("tools") or None
+    params.grammar = body.get("grammar")
+    params.grammar_param = str(body.get("grammar_param") or "response_format")
     return params
 
 
@@ -122,9 +129,10 @@ def build_app(backend: Backend, args: argparse.Namespace) -> FastAPI:
     turn = threading.Lock()  # one generation at a time: the engine is not re-entrant
     required = [n for n in (args.requires or "").split(",") if n]
 
-    def error(status: int, message: str, code: str) -> JSONResponse:
+    def error(status: int, message: str, code: str, param: str | None = None) -> JSONResponse:
         kind = "invalid_request_error" if status < 500 else "server_error"
-        return JSONResponse({"error": {"message": message, "type": kind, "code": code}}, status_code=status)
+        body = {"message": message, "type": kind, "code": code, "param": param}
+        return JSONResponse({"error": body}, status_code=status)
 
     @app.get("/health")
     def health() -> dict[str, Any]:
@@ -158,9 +166,7 @@ def build_app(backend: Backend, args: argparse.Namespace) -> FastAPI:
     async def generate(body: dict[str, Any], chat: bool) -> Any:
         params = params_from(body)
         if chat:
-            messages = [
-                ChatMessage(m.get("role", "user"), str(m.get("content") or "")) for m in body["messages"]
-            ]
+            messages = [ChatMessage.from_wire(m) for m in body["messages"]]
 
             def run(counts: Counts, cancel: threading.Event) -> Iterator[Piece]:
                 return backend.chat(messages, params, counts, cancel)
@@ -175,6 +181,8 @@ def build_app(backend: Backend, args: argparse.Namespace) -> FastAPI:
             first = await events.__anext__()
         except ContextTooLong as exc:
             return error(400, f"context: {exc}", "context_length_exceeded")
+        except Unsupported as exc:
+            return error(400, str(exc), Unsupported.code, exc.details.get("param"))
         except Exception as exc:
             return error(500, f"{exc.__class__.__name__}: {exc}", "backend_error")
         if not body.get("stream"):
@@ -236,7 +244,7 @@ async def _events(run: Any, turn: threading.Lock, model: str, chat: bool) -> Asy
         else:
             choice["text"] = text or ""
         if piece is not None and piece.logprobs:
-            choice["logprobs"] = logprobs_json(piece.logprobs)
+            choice["logprobs"] = logprobs_wire(piece.logprobs)
         return _sse({"id": ident, "object": obj, "created": created, "model": model, "choices": [choice]})
 
     threading.Thread(target=work, name="worker-generate", daemon=True).start()
@@ -299,7 +307,7 @@ async def _collect(first: bytes, events: AsyncIterator[bytes], chat: bool, model
     body = "".join(text)
     choice: dict[str, Any] = {"index": 0, "finish_reason": finish}
     if scored:
-        choice["logprobs"] = logprobs_json(scored)
+        choice["logprobs"] = logprobs_wire(scored)
     if chat:
         choice["message"] = {"role": "assistant", "content": body}
     else:

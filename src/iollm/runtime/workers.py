@@ -4,7 +4,8 @@
 ``<venv python> -m iollm.runtime.worker_main`` on a free loopback port in a new session, waits until it
 answers ``/health``, and returns a :class:`WorkerBackend`: the remote backend pointed at the worker, plus
 the process. A worker that dies fails the request it was serving with a BackendFailure (500) while the
-node stays up; the next request starts a fresh worker.
+node stays up; the next request starts a fresh worker. Tools, grammars and logprobs travel to the worker
+as private body fields (``tools``, ``grammar``, ``logprobs``), and messages keep their tool calls.
 """
 
 from __future__ import annotations
@@ -156,6 +157,10 @@ class WorkerBackend(RemoteBackend):
         )
         if params.logprobs is not None:
             body.update(logprobs=params.logprobs, prompt_logprobs=params.prompt_logprobs)
+        if params.tools:
+            body["tools"] = params.tools
+        if params.grammar is not None:
+            body.update(grammar=params.grammar, grammar_param=params.grammar_param)
         return body
 
     def _guard(self, pieces: Iterator[Piece]) -> Iterator[Piece]:

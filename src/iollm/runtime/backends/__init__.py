@@ -12,8 +12,10 @@ from .base import (
     StopMatcher,
     TokenLogprob,
     Unsupported,
+    chat_logprobs_json,
     logprobs_from_json,
     logprobs_json,
+    logprobs_wire,
 )
 
 __all__ = [
@@ -28,6 +30,8 @@ __all__ = [
     "StopMatcher",
     "TokenLogprob",
     "Unsupported",
+    "chat_logprobs_json",
     "logprobs_from_json",
     "logprobs_json",
+    "logprobs_wire",
 ]

@@ -8,7 +8,14 @@ stops the generation within one token.
 Log-probabilities (OpenAI's legacy ``logprobs``/``echo``): when ``GenerationParams.logprobs`` is set, a
 backend attaches a ``TokenLogprob`` to its pieces for every generated token, and with
 ``prompt_logprobs`` first yields one text-less piece scoring every prompt token. A backend that cannot
-compute them raises ``Unsupported`` (400 naming ``logprobs``) instead of ignoring the request.
+compute them raises ``Unsupported`` (400 naming ``logprobs``) instead of ignoring the request. For chat
+logprobs a backend also fills each entry's raw ``data`` bytes and its ``ranked`` alternatives (exactly k,
+duplicates kept), which OpenAI's chat shape needs and a text-keyed dict cannot hold.
+
+Tools and grammars (``GenerationParams.tools``/``grammar``): the chat template renders the tools, the
+model answers in its own tool-call text (the API layer parses it), and a grammar (llama.cpp GBNF, built
+by ``runtime.structured``) constrains the tokens. A backend that cannot honour either raises
+``Unsupported`` naming the request parameter they came from (``grammar_param``).
 """
 
 from __future__ import annotations
@@ -55,8 +62,36 @@ class BackendFailure(IollmError):
 
 @dataclass(frozen=True)
 class ChatMessage:
+    """One turn; an assistant turn may carry OpenAI ``tool_calls`` and a ``tool`` turn answers one
+    (``tool_call_id``), so a tool round trip renders through the model's own template."""
+
     role: str
     content: str
+    tool_calls: tuple[dict[str, Any], ...] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
+
+    def wire(self) -> dict[str, Any]:
+        """The OpenAI message dict (what templates and workers read)."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [dict(call) for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        if self.name is not None:
+            out["name"] = self.name
+        return out
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> ChatMessage:
+        calls = data.get("tool_calls")
+        return cls(
+            str(data.get("role", "user")),
+            str(data.get("content") or ""),
+            tuple(calls) if calls else None,
+            data.get("tool_call_id"),
+            data.get("name"),
+        )
 
 
 @dataclass
@@ -75,6 +110,9 @@ class GenerationParams:
     stop: list[str] = field(default_factory=list)
     logprobs: int | None = None  # None: none; k >= 0: each token's logprob and the k most likely
     prompt_logprobs: bool = False  # with ``logprobs``: score the prompt tokens too (``echo``)
+    tools: list[dict[str, Any]] | None = None  # OpenAI tool definitions, rendered by the chat template
+    grammar: str | None = None  # GBNF the answer must match (runtime.structured)
+    grammar_param: str = "response_format"  # the request parameter the grammar came from, for errors
 
     def cache_key(self) -> dict[str, Any]:
         return {
@@ -86,6 +124,7 @@ class GenerationParams:
             "repeat_penalty": self.repeat_penalty,
             "seed": self.seed,
             "stop": list(self.stop),
+            "grammar": self.grammar,
         }
 
 
@@ -98,6 +137,8 @@ class TokenLogprob:
     token: str
     logprob: float | None  # None for the first prompt token: nothing comes before it
     top: dict[str, float] | None
+    data: bytes | None = None  # the token's own bytes (chat logprobs' ``bytes``)
+    ranked: list[tuple[str, float, bytes]] | None = None  # the k best, best first (chat ``top_logprobs``)
 
 
 def logprobs_json(entries: list[TokenLogprob], offset: int = 0) -> dict[str, list[Any]]:
@@ -114,17 +155,63 @@ def logprobs_json(entries: list[TokenLogprob], offset: int = 0) -> dict[str, lis
     }
 
 
+def logprobs_wire(entries: list[TokenLogprob]) -> dict[str, list[Any]]:
+    """``logprobs_json`` plus each entry's bytes and ranked alternatives: how a worker sends them."""
+    out = logprobs_json(entries)
+    if any(e.data is not None for e in entries):
+        out["token_bytes"] = [None if e.data is None else list(e.data) for e in entries]
+        out["ranked"] = [
+            None if e.ranked is None else [[t, lp, list(b)] for t, lp, b in e.ranked] for e in entries
+        ]
+    return out
+
+
 def logprobs_from_json(data: dict[str, Any]) -> list[TokenLogprob]:
     """The entries of an OpenAI completion ``logprobs`` object (how a worker sends them back)."""
+    tokens = data.get("tokens") or []
+    raw = data.get("token_bytes") or [None] * len(tokens)
+    ranked = data.get("ranked") or [None] * len(tokens)
     return [
-        TokenLogprob(str(token), None if logprob is None else float(logprob), top)
-        for token, logprob, top in zip(
-            data.get("tokens") or [],
+        TokenLogprob(
+            str(token),
+            None if logprob is None else float(logprob),
+            top,
+            None if chunk is None else bytes(chunk),
+            None if best is None else [(str(t), float(lp), bytes(b)) for t, lp, b in best],
+        )
+        for token, logprob, top, chunk, best in zip(
+            tokens,
             data.get("token_logprobs") or [],
             data.get("top_logprobs") or [],
+            raw,
+            ranked,
             strict=True,
         )
     ]
+
+
+def chat_logprobs_json(entries: list[TokenLogprob], k: int) -> dict[str, Any]:
+    """OpenAI's chat ``logprobs``: ``content`` with token, logprob, bytes and exactly ``k`` (or as many
+    as the vocabulary has) ``top_logprobs`` per token."""
+
+    def raw(entry: TokenLogprob) -> list[int]:
+        return list(entry.data if entry.data is not None else entry.token.encode())
+
+    content = []
+    for entry in entries:
+        best = entry.ranked
+        if best is None:  # an engine that only gave the text-keyed dict
+            pairs = sorted((entry.top or {}).items(), key=lambda kv: -kv[1])
+            best = [(t, lp, t.encode()) for t, lp in pairs]
+        content.append(
+            {
+                "token": entry.token,
+                "logprob": entry.logprob,
+                "bytes": raw(entry),
+                "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(b)} for t, lp, b in best[:k]],
+            }
+        )
+    return {"content": content, "refusal": None}
 
 
 @dataclass
@@ -195,11 +282,23 @@ def top_ids(row: Any, k: int) -> list[int]:
     return [int(i) for i in best[np.argsort(-row[best], kind="stable")]]
 
 
-def token_logprob(text: str, token: int, row: Any, k: int, name: Callable[[int], str]) -> TokenLogprob:
-    """The entry for ``token`` from a log-softmax row: its logprob and the ``k`` best (plus itself)."""
-    top = {name(i): float(row[i]) for i in top_ids(row, k)}
+def token_logprob(
+    text: str,
+    token: int,
+    row: Any,
+    k: int,
+    name: Callable[[int], str],
+    raw: Callable[[int], bytes] | None = None,
+) -> TokenLogprob:
+    """The entry for ``token`` from a log-softmax row: its logprob and the ``k`` best (plus itself).
+    With ``raw`` (a token's bytes), also its bytes and the ``k`` best as a ranked list (chat shape)."""
+    best = top_ids(row, k)
+    top = {name(i): float(row[i]) for i in best}
     top.setdefault(name(token), float(row[token]))
-    return TokenLogprob(text, float(row[token]), top)
+    if raw is None:
+        return TokenLogprob(text, float(row[token]), top)
+    ranked = [(name(i), float(row[i]), raw(i)) for i in best]
+    return TokenLogprob(text, float(row[token]), top, raw(token), ranked)
 
 
 def drain(scored: list[TokenLogprob], top: int | None) -> list[TokenLogprob] | None:

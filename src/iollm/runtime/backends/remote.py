@@ -6,7 +6,9 @@ the model knows the exact numbers.
 
 Log-probabilities are refused (``Unsupported``): a server elsewhere may ignore the parameter, and a
 score we cannot vouch for is worse than none. Our own worker processes (``workers.WorkerBackend``)
-forward them.
+forward them. Tools and grammars likewise: another server answers tool calls in its own structured form
+and may not enforce a grammar, so they are refused here and forwarded only to our workers, which run
+this node's own backends and return the model's raw text.
 """
 
 from __future__ import annotations
@@ -75,17 +77,30 @@ class RemoteBackend:
         return options
 
     def _check(self, params: GenerationParams) -> None:
-        if params.logprobs is not None and not self.forwards_logprobs:
+        if self.forwards_logprobs:
+            return
+        if params.logprobs is not None:
             raise Unsupported(
                 f"logprobs are not available for models served by another server ({self.url})",
                 param="logprobs",
+            )
+        if params.tools:
+            raise Unsupported(
+                f"tools are not available for models served by another server ({self.url})", param="tools"
+            )
+        if params.grammar is not None:
+            raise Unsupported(
+                f"structured output is not available for models served by another server ({self.url})",
+                param=params.grammar_param,
             )
 
     def chat(
         self, messages: list[ChatMessage], params: GenerationParams, counts: Counts, cancel: threading.Event
     ) -> Iterator[Piece]:
         self._check(params)
-        wire = [{"role": m.role, "content": m.content} for m in messages]
+        wire = [
+            m.wire() if self.forwards_logprobs else {"role": m.role, "content": m.content} for m in messages
+        ]
         if self.api == "ollama":
             body = {
                 "model": self.model,
@@ -129,6 +144,9 @@ class RemoteBackend:
         if response.status_code >= 400:
             detail = response.read().decode(errors="replace")[:500]
             response.close()
+            refused = _unsupported(detail) if response.status_code == 400 else None
+            if refused is not None:
+                raise refused
             if response.status_code == 400 and "context" in detail.lower():
                 raise ContextTooLong(f"remote server refused the prompt: {detail}")
             raise BackendFailure(f"remote server {self.url} answered {response.status_code}: {detail}")
@@ -227,6 +245,17 @@ class RemoteBackend:
 
     def close(self) -> None:
         self.http.close()
+
+
+def _unsupported(detail: str) -> Unsupported | None:
+    """A 400 ``unsupported_parameter`` error (our worker's) as the same refusal, naming its parameter."""
+    try:
+        error = json.loads(detail).get("error") or {}
+    except (ValueError, AttributeError):
+        return None
+    if error.get("code") != Unsupported.code:
+        return None
+    return Unsupported(str(error.get("message", "")), param=error.get("param"))
 
 
 def load(options: LoadOptions) -> RemoteBackend:

@@ -4,6 +4,10 @@ Like the llama.cpp backend we run the decode loop ourselves (one forward pass pe
 cache) instead of ``model.generate``: token counts are then exact, stop strings never leak, and a
 cancelled request stops after the current token. Sampling is done here too (temperature, top-k, top-p,
 min-p, penalties, a seeded ``torch.Generator``) so a seed gives the same answer on every run.
+
+Tools render through the tokenizer's own chat template (``apply_chat_template(tools=...)``) when it
+writes Hermes/Qwen ``<tool_call>`` blocks (the API layer parses them). Grammars are llama.cpp's, so a
+grammar (``response_format`` or a forced ``tool_choice``) is refused here, naming the parameter.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..templates import ChatTemplate, pick_template
+from ..templates import ChatTemplate, pick_template, template_message
 from .base import (
     BackendFailure,
     ChatMessage,
@@ -27,6 +31,7 @@ from .base import (
     Piece,
     StopMatcher,
     TokenLogprob,
+    Unsupported,
     check_prompt_length,
     drain,
     token_logprob,
@@ -119,16 +124,19 @@ class TransformersBackend:
 
     # -- prompts ---------------------------------------------------------------------------------
 
-    def chat_prompt(self, messages: list[ChatMessage]) -> str:
+    def chat_prompt(self, messages: list[ChatMessage], tools: list[dict[str, Any]] | None = None) -> str:
         """The exact text the model sees for a conversation (tokenised without adding specials)."""
         if self.template is not None:
-            return self.template.render(messages, self.system)
+            return self.template.render(messages, self.system, tools)
         if self.system and not any(m.role == "system" for m in messages):
             messages = [ChatMessage("system", self.system), *messages]
-        wire = [{"role": m.role, "content": m.content} for m in messages]
+        wire = [template_message(m) for m in messages]
         if getattr(self.tokenizer, "chat_template", None):
+            extra = {"tools": tools} if tools else {}
             try:
-                return self.tokenizer.apply_chat_template(wire, add_generation_prompt=True, tokenize=False)
+                return self.tokenizer.apply_chat_template(
+                    wire, add_generation_prompt=True, tokenize=False, **extra
+                )
             except Exception as exc:  # a template that raises must be a clean error, not a crash
                 raise BackendFailure(f"chat template failed: {exc}") from exc
         return pick_template(None, None).render(messages)
@@ -138,7 +146,19 @@ class TransformersBackend:
     def chat(
         self, messages: list[ChatMessage], params: GenerationParams, counts: Counts, cancel: threading.Event
     ) -> Iterator[Piece]:
-        prompt = self.chat_prompt(messages)
+        if params.grammar is not None:
+            raise Unsupported(
+                "the transformers backend cannot enforce a grammar; serve a GGUF of this model for "
+                "structured output",
+                param=params.grammar_param,
+            )
+        if params.tools and self.tool_format is None:
+            raise Unsupported(
+                "this model's chat template does not support tools (or writes tool calls in a format "
+                "this node does not parse)",
+                param="tools",
+            )
+        prompt = self.chat_prompt(messages, params.tools)
         check_prompt_length(prompt, self.context_length)
         tokens = self.tokenizer.encode(prompt, add_special_tokens=False)
         stops = list(dict.fromkeys([*params.stop, *self._stops]))
@@ -201,6 +221,19 @@ class TransformersBackend:
                     )
         return entries, logits[-1], past
 
+    @property
+    def tool_format(self) -> str | None:
+        """``"hermes"`` when the template (the Envfile's, else the tokenizer's) renders tools as
+        ``<tool_call>`` blocks."""
+        if self.template is not None:
+            return self.template.tool_format
+        own = getattr(self.tokenizer, "chat_template", None)
+        return pick_template(own if isinstance(own, str) else None, None).tool_format
+
+    def _raw(self, token: int) -> bytes:
+        """A token's own bytes (chat logprobs' ``bytes``)."""
+        return self.tokenizer.decode([token]).encode()
+
     def _name(self, token: int) -> str:
         """A token's own text, as the key of ``top_logprobs``."""
         return self.tokenizer.decode([token], skip_special_tokens=False, clean_up_tokenization_spaces=False)
@@ -241,7 +274,7 @@ class TransformersBackend:
                     piece = text.add(token)
                     if top is not None:
                         row = self._torch.log_softmax(logits, dim=-1).double().numpy()
-                        scored.append(token_logprob(piece, token, row, top, self._name))
+                        scored.append(token_logprob(piece, token, row, top, self._name, self._raw))
                     out, stopped = matcher.feed(piece)
                     if out:
                         yield Piece(out, logprobs=drain(scored, top))
