@@ -81,9 +81,52 @@ def test_refusals_name_the_parameter(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as too_many:
         client.chat.completions.create(model=MODEL, messages=ASK, n=9, max_tokens=2)
     assert too_many.value.body["param"] == "n" and "'n'" in str(too_many.value)
-    with pytest.raises(openai.BadRequestError) as streamed:
-        client.chat.completions.create(model=MODEL, messages=ASK, n=2, max_tokens=2, stream=True)
-    assert streamed.value.body["param"] == "stream"
     with pytest.raises(openai.BadRequestError) as best:
         client.completions.create(model=MODEL, prompt="Hi", best_of=2, max_tokens=2)
     assert best.value.body["param"] == "best_of"
+
+
+def test_chat_n_streamed_equals_unstreamed(served: Node, client: openai.OpenAI) -> None:
+    """A streamed n=2 answer is the non-streamed one, chunk by chunk under each choice's index, and its
+    usage chunk sums the two calls' usage records."""
+    asked = {"model": MODEL, "messages": ASK, "n": 2, "max_tokens": 8, "temperature": 0.9, "seed": 3}
+    whole = client.chat.completions.create(**asked)
+    since = now()
+    stream = client.chat.completions.create(**asked, stream=True, stream_options={"include_usage": True})
+    texts: dict[int, str] = {}
+    finishes: dict[int, str] = {}
+    ids, usage = set(), None
+    for chunk in stream:
+        ids.add(chunk.id)
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + (choice.delta.content or "")
+            if choice.finish_reason:
+                finishes[choice.index] = choice.finish_reason
+    assert len(ids) == 1  # one response
+    assert texts == {c.index: c.message.content for c in whole.choices}
+    assert finishes == {c.index: c.finish_reason for c in whole.choices}
+    records = records_since(served, since)
+    assert len(records) == 2 and all(r["stream"] for r in records)
+    assert usage.completion_tokens == sum(r["completion_tokens"] for r in records)
+    assert usage.prompt_tokens == sum(r["prompt_tokens"] for r in records)
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+    assert ids == {f"chatcmpl-{min(records, key=lambda r: r['created_at'])['id']}"}
+
+
+def test_completions_n_streamed_equals_unstreamed(served: Node, client: openai.OpenAI) -> None:
+    asked = {"model": MODEL, "prompt": "The sea is", "n": 3, "max_tokens": 6, "temperature": 0.9, "seed": 11}
+    whole = client.completions.create(**asked)
+    since = now()
+    stream = client.completions.create(**asked, stream=True, stream_options={"include_usage": True})
+    texts: dict[int, str] = {}
+    usage = None
+    for chunk in stream:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + choice.text
+    assert texts == {c.index: c.text for c in whole.choices}
+    records = records_since(served, since)
+    assert len(records) == 3
+    assert usage.completion_tokens == sum(r["completion_tokens"] for r in records)
+    assert usage.prompt_tokens == sum(r["prompt_tokens"] for r in records)

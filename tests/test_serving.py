@@ -120,6 +120,9 @@ def test_completions_and_embeddings(client: openai.OpenAI) -> None:
     floats = client.embeddings.create(model=MODEL, input="a cat", encoding_format="float")
     assert floats.data[0].embedding == pytest.approx(vectors.data[0].embedding, abs=1e-6)
     assert vectors.usage.prompt_tokens > 0
+    with pytest.raises(openai.BadRequestError) as refused:  # never a full-size vector in silence
+        client.embeddings.create(model=MODEL, input="a cat", dimensions=64)
+    assert refused.value.body["param"] == "dimensions"
 
 
 def test_error_shapes(client: openai.OpenAI, served: Node, tmp_path: Path) -> None:

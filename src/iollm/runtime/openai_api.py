@@ -2,7 +2,9 @@
 
 Responses follow OpenAI's shapes closely enough for the official client: SSE streaming ending with
 ``data: [DONE]``, a usage-only chunk when ``stream_options.include_usage`` is set, errors as
-``{"error": {"message", "type", "param", "code"}}`` (also mid-stream, as an SSE data line).
+``{"error": {"message", "type", "param", "code"}}`` (also mid-stream, as an SSE data line). ``n`` (1..8)
+choices are each their own call and usage record, streamed too (runtime.openai_stream, which holds the
+SSE code).
 
 ``/v1/completions`` takes the legacy ``logprobs`` (0..5) and ``echo``: with both, ``choices[0].logprobs``
 scores every prompt token (the first one's logprob is null) and then the generated ones, and
@@ -25,21 +27,23 @@ import json
 import struct
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, StrictInt
 
-from ..errors import IollmError, ProtocolError
+from ..errors import ProtocolError
 from ..hub import Identity
 from ..hub.deps import caller
 from ..protocol.server import read_json_body
 from .backends import ChatMessage, TokenLogprob, chat_logprobs_json, logprobs_json
+from .openai_stream import chat_choice, completion_choice, first_then_rest, stream_choices, usage_json
 from .sampling import check_sampling
 from .service import Call, Runtime
 from .structured import response_format_grammar
-from .tools import ToolCall, ToolCallParser, ToolPlan, plan_tools, split_tool_calls
+from .tools import ToolPlan, plan_tools, split_tool_calls
 
 router = APIRouter(prefix="/v1")
 
@@ -230,13 +234,12 @@ def sampling(body: BaseModel, score_only: bool = False) -> dict[str, Any]:
     return fields
 
 
-def choices_wanted(wanted: dict[str, Any], stream: bool) -> list[dict[str, Any]]:
+def choices_wanted(wanted: dict[str, Any]) -> list[dict[str, Any]]:
     """Pop ``n`` (checked by runtime.sampling: 1 to 8) from ``wanted``; the sampling values of each
     choice. Each choice is its own call, so with a ``seed`` choice i uses seed+i (wrapped into the
-    64-bit range): the choices can differ, yet the same request gives the same choices again."""
+    64-bit range): the choices can differ, yet the same request gives the same choices again, streamed
+    or not (runtime.openai_stream streams them one after another)."""
     n = wanted.pop("n", None) or 1
-    if n > 1 and stream:
-        raise ProtocolError("stream is not supported with n > 1; send n=1 or stream=false", param="stream")
     seed = wanted.get("seed")
     out = []
     for i in range(n):
@@ -247,104 +250,8 @@ def choices_wanted(wanted: dict[str, Any], stream: bool) -> list[dict[str, Any]]
     return out
 
 
-def usage_json(*calls: Call) -> dict[str, int]:
-    """Usage summed over a request's calls (one per choice). Each call processed the prompt, so the
-    prompt's tokens count once per choice: OpenAI counts the prompt once for ``n``, but this is what the
-    engine did and what the usage records (and so billing) hold."""
-    prompt = sum(call.counts.prompt_tokens for call in calls)
-    completion = sum(call.counts.completion_tokens for call in calls)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-
 def finish(call: Call) -> str:
     return call.finish_reason if call.finish_reason != "cancelled" else "stop"
-
-
-def sse(data: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(data, separators=(",", ":")).encode() + b"\n\n"
-
-
-def error_event(exc: BaseException) -> bytes:
-    if isinstance(exc, IollmError):
-        return sse({"error": {**exc.to_json()["error"], "param": exc.details.get("param")}})
-    return sse(
-        {"error": {"message": f"internal error: {exc}", "type": "server_error", "param": None, "code": None}}
-    )
-
-
-async def stream_response(
-    pieces: AsyncIterator[Any],
-    call: Call,
-    obj: str,
-    model: str,
-    include_usage: bool,
-    chat: bool,
-    echo: str = "",
-    offset: int | None = None,
-) -> AsyncIterator[bytes]:
-    """SSE events for a generation; the first event waits for the model (so load errors are HTTP errors).
-
-    Completions only: ``echo`` is sent before the first generated text; ``offset`` (when logprobs were
-    asked for) is the ``text_offset`` of the first scored token."""
-    created = int(time.time())
-    ident = ""
-
-    def chunk(
-        delta: dict[str, Any] | str, finish: str | None, logprobs: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        choice: dict[str, Any] = {"index": 0, "finish_reason": finish, "logprobs": logprobs}
-        if chat:
-            choice["delta"] = delta
-        else:
-            choice["text"] = delta
-        return {"id": ident, "object": obj, "created": created, "model": model, "choices": [choice]}
-
-    try:
-        async for piece in pieces:
-            if not ident:
-                ident = ("chatcmpl-" if chat else "cmpl-") + call.record.id
-                if chat:
-                    yield sse(chunk({"role": "assistant", "content": ""}, None))
-            text, echo = echo + piece.text, ""
-            scored = None
-            if offset is not None and piece.logprobs:
-                scored = logprobs_json(piece.logprobs, offset)
-                offset += sum(len(entry.token) for entry in piece.logprobs)
-            if text or scored:
-                yield sse(chunk({"content": text} if chat else text, None, scored))
-            if piece.finish_reason and piece.finish_reason != "cancelled":
-                yield sse(chunk({} if chat else "", piece.finish_reason))
-        if include_usage:
-            yield sse(
-                {
-                    "id": ident,
-                    "object": obj,
-                    "created": created,
-                    "model": model,
-                    "choices": [],
-                    "usage": usage_json(call),
-                }
-            )
-    except Exception as exc:  # mid-stream errors are SSE data lines, which the OpenAI client raises
-        yield error_event(exc)
-    yield b"data: [DONE]\n\n"
-
-
-async def first_then_rest(pieces: AsyncIterator[Any]) -> AsyncIterator[Any]:
-    """Start the generation before the response (so a bad model is a 4xx, not a broken stream)."""
-    iterator = pieces.__aiter__()
-    try:
-        first = await iterator.__anext__()
-    except StopAsyncIteration:
-        first = None
-
-    async def rest() -> AsyncIterator[Any]:
-        if first is not None:
-            yield first
-        async for item in iterator:
-            yield item
-
-    return rest()
 
 
 async def collect_scored(pieces: AsyncIterator[Any]) -> tuple[str, list[TokenLogprob]]:
@@ -403,7 +310,7 @@ async def chat_completions(request: Request, who: Identity = Depends(caller)):
             param="response_format",
         )
     wanted = sampling(body)  # a bad value is refused before the model is looked up
-    each = choices_wanted(wanted, body.stream)
+    each = choices_wanted(wanted)
     rt = runtime(request)
     spec = rt.resolve(who, body.model)  # an unknown model is a 404 before bad messages are a 400
     messages = chat_messages(body.messages)
@@ -425,7 +332,10 @@ async def chat_completions(request: Request, who: Identity = Depends(caller)):
         call = start(each[0])
         pieces = await first_then_rest(call)
         include = bool((body.stream_options or {}).get("include_usage"))
-        events = chat_stream(pieces, call, body.model, include, plan, top)
+        later = [partial(start, params) for params in each[1:]]
+        events = stream_choices(
+            call, pieces, later, chat_choice(plan, top), "chat.completion.chunk", body.model, include
+        )
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
@@ -476,87 +386,6 @@ def chat_json(
     }
 
 
-async def chat_stream(
-    pieces: AsyncIterator[Any],
-    call: Call,
-    model: str,
-    include_usage: bool,
-    plan: ToolPlan,
-    top: int | None,
-) -> AsyncIterator[bytes]:
-    """SSE chunks of one chat generation: content deltas, each tool call as OpenAI streams it (its id
-    and name, then its arguments, under its ``index``), and logprobs with the delta they belong to."""
-    created = int(time.time())
-    ident = ""
-    parser = ToolCallParser(plan) if plan.active else None
-    waiting: list[TokenLogprob] = []  # logprobs of text the parser still holds
-
-    def chunk(delta: dict[str, Any], finish_reason: str | None = None, scored: bool = True) -> bytes:
-        logprobs = None
-        if top is not None and scored and waiting:
-            logprobs = chat_logprobs_json(waiting, top)
-            waiting.clear()
-        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": logprobs}
-        return sse(
-            {
-                "id": ident,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [choice],
-            }
-        )
-
-    def deltas(events: list[Any]) -> list[bytes]:
-        out = []
-        for event in events:
-            if isinstance(event, ToolCall):
-                index = len([c for c in parser.calls if c is not event]) if parser else 0
-                head = {
-                    "index": index,
-                    "id": event.id,
-                    "type": "function",
-                    "function": {"name": event.name, "arguments": ""},
-                }
-                out.append(chunk({"tool_calls": [head]}, scored=False))
-                out.append(
-                    chunk({"tool_calls": [{"index": index, "function": {"arguments": event.arguments}}]})
-                )
-            elif event:
-                out.append(chunk({"content": event}))
-        return out
-
-    try:
-        async for piece in pieces:
-            if not ident:
-                ident = "chatcmpl-" + call.record.id
-                yield chunk({"role": "assistant", "content": ""}, scored=False)
-            if top is not None:
-                waiting.extend(piece.logprobs or ())
-            events = parser.feed(piece.text) if parser else [piece.text]
-            if piece.finish_reason and parser:
-                events += parser.flush()
-            for event in deltas(events):
-                yield event
-            if piece.finish_reason and piece.finish_reason != "cancelled":
-                reason = "tool_calls" if parser and parser.calls else piece.finish_reason
-                yield chunk({}, reason)
-        if include_usage:
-            yield sse(
-                {
-                    "id": ident,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": model,
-                    "choices": [],
-                    "usage": usage_json(call),
-                }
-            )
-    except Exception as exc:  # mid-stream errors are SSE data lines, which the OpenAI client raises
-        yield error_event(exc)
-    yield b"data: [DONE]\n\n"
-
-
 @router.post("/completions")
 async def completions(request: Request, who: Identity = Depends(caller)):
     body: CompletionRequest = await parse(request, CompletionRequest)
@@ -572,7 +401,7 @@ async def completions(request: Request, who: Identity = Depends(caller)):
     refuse_unknown(extra)
     check_logprobs(body.logprobs)
     wanted = sampling(body, score_only=body.echo)  # a bad value is refused before the model is looked up
-    each = choices_wanted(wanted, body.stream)
+    each = choices_wanted(wanted)
     rt = runtime(request)
     spec = rt.resolve(who, body.model) if len(each) > 1 else body.model
 
@@ -589,31 +418,22 @@ async def completions(request: Request, who: Identity = Depends(caller)):
 
     # text_offset counts from the start of the returned text: the prompt under echo, else what follows it
     offset = None if body.logprobs is None else (0 if body.echo else len(prompt))
-    calls, results = [], []
-    if len(each) > 1:  # one call per choice, one after another, as on the chat route
-        for params in each:
-            calls.append(start(params))
-            results.append(await collect_scored(calls[-1]))
-        return JSONResponse(completion_json(body.model, prompt, body.echo, offset, calls, results))
-    call = start(wanted)
     if body.stream:
+        call = start(each[0])
         pieces = await first_then_rest(call)
         include = bool((body.stream_options or {}).get("include_usage"))
-        events = stream_response(
-            pieces,
-            call,
-            "text_completion",
-            body.model,
-            include,
-            chat=False,
-            echo=prompt if body.echo else "",
-            offset=offset,
-        )
+        later = [partial(start, params) for params in each[1:]]
+        choice = completion_choice(prompt if body.echo else "", offset)
+        events = stream_choices(call, pieces, later, choice, "text_completion", body.model, include)
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
         )
-    result = await collect_scored(call)
-    return JSONResponse(completion_json(body.model, prompt, body.echo, offset, [call], [result]))
+    # one call per choice, one after another, as on the chat route
+    calls, results = [], []
+    for params in each:
+        calls.append(start(params))
+        results.append(await collect_scored(calls[-1]))
+    return JSONResponse(completion_json(body.model, prompt, body.echo, offset, calls, results))
 
 
 def completion_json(
@@ -646,6 +466,7 @@ def completion_json(
 @router.post("/embeddings")
 async def embeddings(request: Request, who: Identity = Depends(caller)) -> JSONResponse:
     body: EmbeddingRequest = await parse(request, EmbeddingRequest)
+    refuse_unknown(body.model_extra or {})  # ``dimensions`` among them: the models' size is fixed
     texts = [body.input] if isinstance(body.input, str) else body.input
     if not texts or not all(isinstance(t, str) for t in texts):
         raise ProtocolError("input must be a string or a non-empty list of strings", param="input")

@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +62,10 @@ class ModelSpec:
     card: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
     environment: dict[str, Any] | None = field(default=None, hash=False, compare=False)
 
-    @property
+    @cached_property
     def load_key(self) -> str:
-        """Same weights + same loading options = one loaded engine shared by every alias."""
+        """Same weights + same loading options = one loaded engine shared by every alias. Asked on
+        every call, so it is computed once per spec (specs are immutable)."""
         if self.backend == "remote":
             return f"remote:{self.remote_url}:{self.remote_model}"
         options = json.dumps(
