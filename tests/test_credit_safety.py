@@ -358,3 +358,56 @@ def test_holds_of_calls_cut_off_by_a_stop_are_given_back(tmp_path: Path) -> None
     assert billing.release_orphans() == 1
     assert sorted(h["id"] for h in ledger.pending_holds()) == sorted([call_hold(finished.id), "other"])
     assert ledger.balance("user:payer") == 1_000 - 300 - 100
+
+
+def test_calls_that_cost_nothing_are_settled_together(tmp_path: Path) -> None:
+    """A run of free records (no price, or a failed call) is settled in one ledger transaction per run,
+    each with its "free" marker and its hold given back; a priced record between runs is billed alone."""
+    from sqlalchemy import select
+
+    from iollm.database import utc_now_iso
+    from iollm.mining.tables import billed, prices
+
+    db = open_database(str(tmp_path / "node.sqlite"))
+    db.create(metadata)
+    db.create(usage_metadata)
+    ledger = Ledger(db, TamperLog(db, signing.generate_key()))
+    ledger.transfer(Transfer("seed", ISSUANCE, "user:payer", 1_000, "grant", "grant", "seed"))
+    with db.write() as conn:
+        conn.execute(
+            prices.insert().values(
+                model="m/paid",
+                prompt_per_million=MICRO,
+                completion_per_million=MICRO,
+                designer="alice",
+                updated_at=utc_now_iso(),
+            )
+        )
+
+    def record(model: str, caller: str = "payer", status: str = "ok") -> UsageRecord:
+        entry = UsageRecord(
+            caller=caller, model=model, repo=model, commit="c", backend="llama.cpp", kind="chat", stream=False
+        )
+        entry.status, entry.prompt_tokens, entry.completion_tokens = status, 5, 7
+        return entry
+
+    first = [record("m/free") for _ in range(4)] + [record("m/paid", status="error")]
+    middle = record("m/paid", caller="anonymous")  # priced: billed on its own (refused: anonymous)
+    last = [record("m/free") for _ in range(3)]
+    ledger.hold(call_hold(first[1].id), "user:payer", 200)  # its model's price was removed mid-call
+    usage = UsageLog(db)
+    for entry in [*first, middle, *last]:
+        usage.record(entry)
+    usage.flush()
+    billing = Billing(db, None, ledger, None, usage, Fees())  # type: ignore[arg-type]
+    transactions = []
+    transfer = ledger.transfer
+    ledger.transfer = lambda *a, **k: transactions.append(1) or transfer(*a, **k)  # type: ignore[method-assign]
+    assert billing.run_once() == 9
+    assert len(transactions) == 3  # the first run of 5, the priced record, the last run of 3
+    with db.read() as conn:
+        states = {r.ref_id: r.state for r in conn.execute(select(billed).where(billed.c.ref_type == "usage"))}
+    assert states == {e.id: "free" for e in [*first, *last]} | {middle.id: "refused"}
+    assert ledger.balance("user:payer") == 1_000 and ledger.pending_holds() == []
+    assert billing.run_once() == 0  # the cursor moved past the last record
+    usage.close()
