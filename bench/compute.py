@@ -1,8 +1,15 @@
-"""Benchmark of the decentralized GPU layer (issue #5). Prints one JSON object.
+"""Benchmark of the decentralized GPU layer (issues #5, #17). Prints one JSON object.
 
-In one run: a path-eval workload on 1 provider vs 2 providers (speedup); per-job scheduling overhead
+In one run: a path-eval workload on 1, 2 and 3 providers (a scaling curve), each point with its bound
+measured in the same phase: as many bare processes running the same model calls through the same
+backend (``LlamaCppBackend``), no node, no Dask; runs alternate so machine load hits both alike. Every
+provider lends 1 CPU and every bare process runs 1 thread, so k providers are compared with k bare
+processes. A second, same-machine comparison: one provider lending every core (one engine, that many
+threads) against one bare process with that many threads. Then per-job scheduling overhead
 (submission to start, p50/p95) vs a bare Dask task on the same scheduler; work redone after a provider
 is killed mid fine-tune vs the checkpoint interval.
+
+BENCH_TASKS (24), BENCH_REPEATS (2), BENCH_MAX_PROVIDERS (3), BENCH_PARTS (curve,wide,overhead,redone).
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -23,7 +31,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _harness import IOLLM, BenchNode, emit, scratch
 from iollm import assets
 
+MAX_TOKENS = 24
 TASKS = int(os.environ.get("BENCH_TASKS", "24"))
+REPEATS = int(os.environ.get("BENCH_REPEATS", "2"))
+MAX_PROVIDERS = int(os.environ.get("BENCH_MAX_PROVIDERS", "3"))
+PARTS = set(os.environ.get("BENCH_PARTS", "curve,wide,overhead,redone").split(","))
+BATCH = 2
 GRAPH = {
     "name": "single",
     "nodes": [
@@ -32,7 +45,7 @@ GRAPH = {
             "kind": "model",
             "model": "local/smol",
             "prompt": "{{input}} Answer with a number.",
-            "params": {"max_tokens": 24},
+            "params": {"max_tokens": MAX_TOKENS},
         },
         {"id": "out", "kind": "output"},
     ],
@@ -85,10 +98,13 @@ def run_job(node: BenchNode, kind: str, spec: dict, timeout: float = 1800) -> tu
     started = time.perf_counter()
     job = api(node, "POST", "/api/jobs", json={"kind": kind, "spec": spec}).json()
     while time.perf_counter() - started < timeout:
-        state = api(node, "GET", f"/api/jobs/{job['id']}").json()
+        # as `path search --on-cluster` waits: a long-poll (a node without one answers at once: poll)
+        asked = time.perf_counter()
+        state = api(node, "GET", f"/api/jobs/{job['id']}", params={"wait": 5}).json()
         if state["state"] in ("succeeded", "failed", "cancelled"):
             return state, time.perf_counter() - started
-        time.sleep(0.1)
+        if time.perf_counter() - asked < 0.1:
+            time.sleep(0.1)
     raise TimeoutError(f"job {job['id']} did not finish")
 
 
@@ -104,30 +120,120 @@ def tasks(offset: int) -> list[dict]:
     ]
 
 
-def speedup(node: BenchNode, work: Path) -> dict:
-    first = ProviderProcess(node, work / "p1")
-    warm, _ = run_job(
-        node, "path-eval", {"graph": GRAPH, "tasks": tasks(100)[:2], "batch_size": 1}
-    )  # pull + load
-    one, one_s = run_job(node, "path-eval", {"graph": GRAPH, "tasks": tasks(1), "batch_size": 2})
-    second = ProviderProcess(node, work / "p2")
-    run_job(
-        node, "path-eval", {"graph": GRAPH, "tasks": tasks(200)[:4], "batch_size": 1}
-    )  # warm the second one
-    two, two_s = run_job(node, "path-eval", {"graph": GRAPH, "tasks": tasks(2), "batch_size": 2})
+def _bare_worker(path: str, prompts: list[str], threads: int, start, done) -> None:
+    """One bare process: load the model, wait for the others, run its share of the calls."""
+    import threading
+
+    from iollm.runtime.backends import ChatMessage, Counts, GenerationParams
+    from iollm.runtime.backends.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend(Path(path), n_ctx=2048, n_threads=threads)  # as a provider loads it
+    start.wait()
+    for prompt in prompts:
+        params = GenerationParams(temperature=0.0, max_tokens=MAX_TOKENS, seed=0)  # what the executor sends
+        chat = [ChatMessage("user", prompt)]
+        "".join(p.text for p in backend.chat(chat, params, Counts(), threading.Event()))
+    done.put(os.getpid())
+
+
+def bare(model: Path, offset: int, processes: int, threads: int) -> float:
+    """Seconds for ``processes`` bare processes to run the job's calls (split as evenly), loads excluded."""
+    import multiprocessing
+
+    mp = multiprocessing.get_context("spawn")
+    prompts = [GRAPH["nodes"][0]["prompt"].replace("{{input}}", t["input"]) for t in tasks(offset)]
+    start, done = mp.Barrier(processes + 1), mp.Queue()
+    procs = [
+        mp.Process(target=_bare_worker, args=(str(model), prompts[i::processes], threads, start, done))
+        for i in range(processes)
+    ]
+    for proc in procs:
+        proc.start()
+    start.wait(timeout=600)
+    began = time.perf_counter()
+    for _ in procs:
+        done.get(timeout=1800)
+    seconds = time.perf_counter() - began
+    for proc in procs:
+        proc.join()
+    return seconds
+
+
+def warm(node: BenchNode, providers: list[ProviderProcess]) -> None:
+    """Until every provider has run a unit (pulled and loaded the model): nothing of that is timed."""
+    for attempt in range(10):
+        job, _ = run_job(
+            node,
+            "path-eval",
+            {"graph": GRAPH, "tasks": tasks(900 + attempt)[: 2 * len(providers)], "batch_size": 1},
+        )
+        ran = {
+            m["provider"] for m in api(node, "GET", "/api/meters", params={"job": job["id"]}).json()["meters"]
+        }
+        if ran >= {p.id for p in providers}:
+            return
+    raise RuntimeError("a provider never ran a warm-up unit")
+
+
+def _phase(node: BenchNode, providers: list, model: Path, offset: int, processes: int, threads: int) -> dict:
+    """REPEATS alternations of (the job on the cluster, the same calls in bare processes)."""
+    cluster_s, bare_s, spreads, states = [], [], [], []
+    for r in range(REPEATS):
+        job, seconds = run_job(
+            node,
+            "path-eval",
+            {"graph": GRAPH, "tasks": tasks(offset + r), "batch_size": BATCH, "taper": True},
+        )
+        cluster_s.append(round(seconds, 2))
+        states.append(job["state"])
+        spreads.append(_spread(node, job["id"]))
+        bare_s.append(round(bare(model, offset + r, processes, threads), 2))
+    cluster, bound = statistics.median(cluster_s), statistics.median(bare_s)
+    return {
+        "cluster_s": cluster_s,
+        "bare_s": bare_s,
+        "cluster_tasks_per_s": round(TASKS / cluster, 3),
+        "bare_tasks_per_s": round(TASKS / bound, 3),
+        "cluster_vs_bare": round(bound / cluster, 3),  # 1.0: the job path costs nothing
+        "states": states,
+        "last_spread": spreads[-1],
+    }
+
+
+def curve(node: BenchNode, work: Path, model: Path) -> tuple[dict, list]:
+    """k = 1..MAX_PROVIDERS providers of 1 CPU; k bare 1-thread processes in the same phase."""
+    providers: list[ProviderProcess] = []
+    points = {}
+    for k in range(1, MAX_PROVIDERS + 1):
+        providers.append(ProviderProcess(node, work / f"p{k}"))
+        warm(node, providers)
+        points[str(k)] = _phase(node, providers, model, 1000 * k, k, 1)
+    one = points["1"]
+    for point in points.values():
+        point["cluster_speedup"] = round(point["cluster_tasks_per_s"] / one["cluster_tasks_per_s"], 3)
+        point["bare_speedup"] = round(point["bare_tasks_per_s"] / one["bare_tasks_per_s"], 3)
+    two = points.get("2")
     return {
         "tasks": TASKS,
-        "units": two["units"]["total"],
-        "one_provider_units": _spread(node, one["id"]),
-        "two_providers_units": _spread(node, two["id"]),
-        "one_provider_s": round(one_s, 2),
-        "two_providers_s": round(two_s, 2),
-        "speedup": round(one_s / two_s, 3),
-        "providers_used": len(two["units"]["providers"]),
-        "states": [warm["state"], one["state"], two["state"]],
-        "target_met": one_s / two_s >= 1.7,
-        "_providers": [first, second],
-    }
+        "batch_size": BATCH,
+        "repeats": REPEATS,
+        "cpus_per_provider": 1,
+        "points": points,
+        "target_met": two is not None and two["cluster_speedup"] >= 1.8,
+    }, providers
+
+
+def wide(node: BenchNode, work: Path, model: Path, providers: list) -> dict:
+    """One provider lending every core (one engine with that many threads) vs as many bare threads."""
+    cpus = os.cpu_count() or 1
+    for provider in providers:
+        provider.kill()
+    solo = ProviderProcess(node, work / "wide", cpus=cpus)
+    try:
+        warm(node, [solo])
+        return {"cpus": cpus, **_phase(node, [solo], model, 5000, 1, cpus)}
+    finally:
+        solo.kill()
 
 
 def _spread(node: BenchNode, job_id: str) -> dict:
@@ -263,15 +369,21 @@ def main() -> None:
                 check=True,
                 capture_output=True,
             )
-            scaling = speedup(node, work)
-            providers = scaling.pop("_providers")
-            result = {
-                "benchmark": "compute",
-                "machine": {"cpus": os.cpu_count()},
-                "path_eval_speedup": scaling,
-                "scheduling_overhead": scheduling_overhead(node),
-                "redone_after_kill": redone_work(node, work, providers),
-            }
+            model = assets.ensure_model("smollm2", progress=False)
+            result = {"benchmark": "compute", "machine": {"cpus": os.cpu_count(), "load": os.getloadavg()}}
+            if "curve" in PARTS:
+                result["path_eval_curve"], providers = curve(node, work, model)
+            if "wide" in PARTS:
+                result["same_machine"] = wide(node, work, model, providers)
+                providers = []
+            if "overhead" in PARTS or "redone" in PARTS:
+                while len(providers) < 2:
+                    providers.append(ProviderProcess(node, work / f"q{len(providers)}"))
+            if "overhead" in PARTS:
+                result["scheduling_overhead"] = scheduling_overhead(node)
+            if "redone" in PARTS:
+                result["redone_after_kill"] = redone_work(node, work, providers)
+            result["machine"]["load_after"] = os.getloadavg()
         finally:
             for provider in providers:
                 provider.kill()

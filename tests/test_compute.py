@@ -243,6 +243,32 @@ def test_path_search_on_cluster_runs_as_jobs_that_the_submission_names(pool, tmp
     assert sorted(again["jobs"]) == sorted(result["jobs"]) and again["best"]["name"] == result["best"]["name"]
 
 
+def test_a_job_can_be_waited_for_without_polling(pool) -> None:
+    """``GET /api/jobs/ID?wait=S`` answers when the job ends (a long-poll), so a search learns at once
+    that its round is done instead of polling the node several times a second."""
+    node, _, _ = pool
+    job = submit(node, {"graph": GRAPH, "tasks": TASKS[:2], "batch_size": 1})
+    done = api(node, "GET", f"/api/jobs/{job['id']}", params={"wait": 30}).json()
+    for _ in range(20):  # the node caps a wait at 30 s; a slow machine may need a few
+        if done["state"] in ("succeeded", "failed", "cancelled"):
+            break
+        done = api(node, "GET", f"/api/jobs/{job['id']}", params={"wait": 30}).json()
+    assert done["state"] == "succeeded" and done["units"]["done"] == 2
+    assert api(node, "GET", f"/api/jobs/{job['id']}", params={"wait": 30}).json()["state"] == "succeeded"
+
+
+def test_provider_workers_do_not_run_dasks_profiler(pool) -> None:
+    """Dask's profiler samples every thread every 10 ms, taking the GIL from the model loop."""
+    from distributed import Client
+
+    node, providers, _ = pool
+    scheduler = api(node, "GET", "/api/cluster").json()["scheduler"]
+    with Client(scheduler, timeout=30) as client:
+        callbacks = client.run(lambda dask_worker: sorted(dask_worker.periodic_callbacks))
+    assert len(callbacks) >= len(providers)
+    assert all("profile" not in names for names in callbacks.values())
+
+
 def test_a_provider_killed_mid_job_costs_only_its_unit(pool) -> None:
     node, providers, base = pool
     many = [{**task, "id": f"{task['id']}-{n}"} for n in range(3) for task in TASKS]

@@ -73,10 +73,19 @@ def list_jobs(request: Request, state: str | None = None, who: Identity = Depend
     return {"jobs": compute(request).jobs.list(state, None if who.is_admin else name)}
 
 
+MAX_WAIT_SECONDS = 30.0
+
+
 @router.get("/jobs/{job_id}")
-def show_job(job_id: str, request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
+async def show_job(
+    job_id: str, request: Request, wait: float = 0.0, who: Identity = Depends(caller)
+) -> dict[str, Any]:
+    """``?wait=S`` (at most 30): answer when the job ends, or as it is after S seconds (a long-poll)."""
     who.require_user()
-    return compute(request).jobs.get(job_id)
+    jobs = compute(request).jobs
+    if wait > 0:
+        return await jobs.wait(job_id, min(wait, MAX_WAIT_SECONDS))
+    return await run_in_threadpool(jobs.get, job_id)
 
 
 @router.get("/jobs/{job_id}/logs")

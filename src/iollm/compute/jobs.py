@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from distributed import Future
 from sqlalchemy import select
 
 from .. import signing
@@ -25,6 +24,7 @@ from ..database import Database, utc_now_iso
 from ..errors import Conflict, NotFound, ProtocolError
 from ..hub import Accounts, Hub, Identity
 from .cluster import Cluster
+from .joblog import JobLogWriter
 from .kind import KINDS
 from .metering import Meters, result_digest
 from .registry import Providers
@@ -69,12 +69,16 @@ class JobService:
         self._tokens: dict[str, tuple[str, int | None]] = {}
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task | None = None
+        self._finished: dict[str, asyncio.Event] = {}  # long-polls waiting for a job to end
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.worker_logs = JobLogWriter(db)
         self.random = random.Random()
 
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def start(self, cluster: Cluster) -> None:
         self.cluster = cluster
+        self._loop = asyncio.get_running_loop()
         cluster.on_change.append(self._wake.set)
         await asyncio.to_thread(self.reconcile)
         cluster.client.subscribe_topic("iollm-job-log", self._on_log)  # type: ignore[union-attr]
@@ -198,9 +202,35 @@ class JobService:
             conn.execute(logs.insert().values(job_id=job_id, at=utc_now_iso(), line=line[:4000]))
 
     def _on_log(self, event: Any) -> None:
+        """Runs on the event loop the scheduler shares: queue the line, never write it here."""
         _, message = event if isinstance(event, tuple) else (None, event)
         if isinstance(message, dict) and message.get("job"):
-            self.log_line(str(message["job"]), f"[{message.get('unit')}] {message.get('line')}")
+            self.worker_logs.add(str(message["job"]), f"[{message.get('unit')}] {message.get('line')}")
+
+    async def wait(self, job_id: str, timeout: float) -> dict[str, Any]:
+        """The job once it has ended, or as it is after ``timeout`` seconds (a long-poll: a client learns
+        that a job ended when it ends, without polling the node several times a second)."""
+        event = self._finished.setdefault(job_id, asyncio.Event())
+        try:
+            job = await asyncio.to_thread(self.get, job_id)
+        except NotFound:
+            self._ended(job_id)
+            raise
+        if job["state"] in TERMINAL:
+            self._ended(job_id)  # ended before (or on another run of the node): nothing will set it
+            return job
+        if timeout > 0:
+            try:
+                await asyncio.wait_for(event.wait(), timeout)
+            except TimeoutError:
+                pass
+            job = await asyncio.to_thread(self.get, job_id)
+        return job
+
+    def _ended(self, job_id: str) -> None:
+        event = self._finished.pop(job_id, None)
+        if event is not None:
+            event.set()
 
     def cancel(self, caller: Identity, job_id: str) -> dict[str, Any]:
         job = self.get(job_id)
@@ -212,6 +242,8 @@ class JobService:
             task = self._tasks.pop(job_id, None)
             if task is not None:
                 task.cancel()
+            if self._loop is not None:  # a queued job has no task to end: wake its long-polls here
+                self._loop.call_soon_threadsafe(self._ended, job_id)
         return self.get(job_id)
 
     def _set(self, job_id: str, **values: Any) -> None:
@@ -304,6 +336,7 @@ class JobService:
                 if entry.get("state") != "done"
             ]
             await asyncio.gather(*pending)
+            await self.worker_logs.flush()  # a kind's finish may read what its units logged
             results = await asyncio.to_thread(self._results, job_id)
             outcome = await asyncio.to_thread(KINDS[job["kind"]].finish, job, results, self.services)
             await asyncio.to_thread(
@@ -324,6 +357,7 @@ class JobService:
             await asyncio.to_thread(self.log_line, job_id, f"failed: {exc}")
         finally:
             self._tasks.pop(job_id, None)
+            self._ended(job_id)
             await asyncio.to_thread(self._drop_token, job)
 
     def _results(self, job_id: str) -> dict[str, Any]:
@@ -331,12 +365,16 @@ class JobService:
             rows = conn.execute(select(units.c.key, units.c.result).where(units.c.job_id == job_id)).all()
         return {r.key: json.loads(r.result) for r in rows if r.result}
 
-    async def _who_ran(self, future: Future) -> str | None:
-        holders = await self.cluster.client.who_has(future)  # type: ignore[union-attr]
-        for address in holders.get(future.key, ()):
-            if address in self.cluster.workers:  # type: ignore[union-attr]
-                return address
-        return None
+    def _who_ran(self, outcome: Any) -> str:
+        """The provider a unit's result is credited to: the verified owner of the worker its signed meter
+        record names (the signer must be that owner, or ``Meters.check`` refuses the record), else the
+        signer when that worker has left since. Reading it from the record saves a scheduler round trip
+        per unit, on the loop the scheduler runs on."""
+        meter = outcome.get("meter") if isinstance(outcome, dict) else None
+        if not isinstance(meter, dict):
+            return ""
+        verified = self.cluster.workers.get(str(meter.get("worker", "")))  # type: ignore[union-attr]
+        return verified or str(meter.get("provider", ""))
 
     async def _execute(
         self,
@@ -350,6 +388,7 @@ class JobService:
         handler = KINDS[job["kind"]]
         client = self.cluster.client  # type: ignore[union-attr]
         restrictions = {"workers": [worker], "allow_other_workers": False} if worker else {}
+        cost = getattr(handler, "cost", None)
         future = client.submit(
             run_unit,
             job["kind"],
@@ -360,18 +399,16 @@ class JobService:
             audit,
             key=f"{job['id']}-{key}-{attempt}{'-audit' if audit else ''}",
             resources=handler.resources(payload),
+            # the longest units first, so none of them is left to run alone at the end of the job
+            priority=int(cost(payload)) if cost is not None else 0,
             pure=False,
             **restrictions,
         )
         try:
             outcome = await future
-            address = await self._who_ran(future)
         finally:
             future.release()
-        provider = self.cluster.workers.get(address or "") if address else None  # type: ignore[union-attr]
-        if provider is None:
-            provider = outcome.get("meter", {}).get("provider", "")
-        return outcome, provider
+        return outcome, self._who_ran(outcome)
 
     async def _run_unit(self, job: dict[str, Any], key: str, payload: dict[str, Any], attempts: int) -> None:
         job_id = job["id"]
@@ -404,8 +441,11 @@ class JobService:
     def _accept(
         self, job: dict[str, Any], key: str, attempt: int, outcome: dict[str, Any], provider: str
     ) -> None:
-        self.meters.record(outcome, provider)  # raises on a bad signature: the attempt fails
+        """The unit's meter record and its result in one durable commit (one fsync per unit, not two):
+        a unit is never done without its compute billed, nor billed twice."""
+        row = self.meters.check(outcome, provider)  # raises on a bad signature: the attempt fails
         with self.db.write() as conn:
+            self.meters.store(conn, row)
             conn.execute(
                 units.update()
                 .where((units.c.job_id == job["id"]) & (units.c.key == key))

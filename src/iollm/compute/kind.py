@@ -27,6 +27,8 @@ class JobKind(Protocol):
     def finish(self, job: dict[str, Any], results: dict[str, Any], services: Any) -> dict[str, Any]: ...
 
     # Optional: ``audit_view(result) -> str``, the part of a result an honest re-run must reproduce.
+    # Optional: ``cost(payload) -> float``, a unit's expected work in any unit the kind likes: the
+    # scheduler starts the costliest units first, so no long unit is left to run alone at a job's end.
 
 
 KINDS: dict[str, JobKind] = {}

@@ -11,8 +11,7 @@ import time
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, select
 
 from .. import signing
 from ..database import Database, utc_now_iso
@@ -54,6 +53,13 @@ class Meters:
     def record(self, outcome: dict[str, Any], expected_provider: str) -> dict[str, Any] | None:
         """Verify and store a unit's meter record; returns the stored row, or None if this unit was
         already metered (a duplicate attempt)."""
+        row = self.check(outcome, expected_provider)
+        with self.db.write() as conn:
+            return row if self.store(conn, row) else None
+
+    def check(self, outcome: dict[str, Any], expected_provider: str) -> dict[str, Any]:
+        """The row to store for a unit's meter record, verified and countersigned; raises on a record
+        that is malformed, signed by someone else or does not match its result."""
         meter, signature = outcome.get("meter"), outcome.get("signature")
         if not isinstance(meter, dict) or set(meter) != set(METER_FIELDS):
             raise ProtocolError("malformed meter record")
@@ -65,7 +71,7 @@ class Meters:
         if meter["result_digest"] != result_digest(outcome.get("result")):
             raise ProtocolError("meter record does not match the result it was returned with")
         countersigned = signing.sign_json(self.node_key, {"meter": meter, "provider_signature": signature})
-        row = {
+        return {
             "id": new_meter_id(),
             "job_id": meter["job"],
             "unit": meter["unit"],
@@ -82,12 +88,17 @@ class Meters:
             "disputed": False,
             "created_at": utc_now_iso(),
         }
-        try:
-            with self.db.write() as conn:
-                conn.execute(meters.insert().values(**row))
-        except IntegrityError:
-            return None
-        return row
+
+    @staticmethod
+    def store(conn: Connection, row: dict[str, Any]) -> bool:
+        """Insert a checked row inside the caller's transaction (so a unit's meter record and its result
+        are one commit); False when the unit was already metered (a retried unit is billed once)."""
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        result = conn.execute(insert(meters).values(**row).on_conflict_do_nothing())
+        return bool(result.rowcount)
 
     def dispute(self, job_id: str, provider_id: str) -> int:
         """Mark a provider's metered compute for a job as disputed (not paid)."""

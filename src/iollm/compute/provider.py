@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import dask
 from distributed import Worker
 
 from ..protocol import NodeClient
@@ -19,6 +20,9 @@ from .identity import ProviderIdentity
 from .units import ProviderPlugin
 
 log = logging.getLogger("iollm.provider")
+# Dask's statistical profiler samples every thread's stack every 10 ms on the worker's event loop: it
+# takes the GIL from the unit's model loop for a dashboard a provider never shows.
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 
 
 def register(
@@ -52,16 +56,17 @@ async def serve_worker(
     resources = {"CPU": cpus}
     if gpus:
         resources["GPU"] = gpus
-    worker = await Worker(
-        scheduler,
-        name=identity.id,
-        nthreads=cpus,
-        resources=resources,
-        memory_limit=memory or "auto",
-        dashboard=False,
-        host="127.0.0.1" if scheduler.startswith(("tcp://127.", "tcp://localhost")) else None,
-        local_directory=str(cache_dir / "dask"),
-    )
+    with dask.config.set(WORKER_CONFIG):
+        worker = await Worker(
+            scheduler,
+            name=identity.id,
+            nthreads=cpus,
+            resources=resources,
+            memory_limit=memory or "auto",
+            dashboard=False,
+            host="127.0.0.1" if scheduler.startswith(("tcp://127.", "tcp://localhost")) else None,
+            local_directory=str(cache_dir / "dask"),
+        )
 
     def prove(nonce: str = "") -> str:
         return identity.sign({"nonce": nonce, "worker": worker.address})

@@ -21,9 +21,11 @@ from .clients import CallResult
 from .evaluation import evaluate_unit_async
 from .graph import GraphError, parse_graph
 from .pricing import prices_from_json
+from .space import call_signatures
 from .suites import SuiteError, task_from_json
 
 DEFAULT_BATCH = 8
+TAPER_UNITS = 4  # with "taper": the units started last are split into one unit per task
 
 
 class LocalModelClient:
@@ -96,6 +98,7 @@ class PathEval:
             "models": pinned,
             "seed": int(spec.get("seed", 0)),
             "batch_size": max(1, int(spec.get("batch_size", DEFAULT_BATCH))),
+            "taper": bool(spec.get("taper", False)),
             "prices": spec.get("prices") or {},
             "suite": spec.get("suite", "inline"),
         }
@@ -118,10 +121,33 @@ class PathEval:
                         },
                     )
                 )
-        return units
+        return self._taper(units) if spec.get("taper") else units
+
+    def _taper(self, units: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        """Split the TAPER_UNITS units the scheduler starts last (the cheapest; the latest of equals)
+        into one unit per task: the providers then finish a job within about one task of each other,
+        instead of one of them running a whole batch alone at the end. Each task is in one unit."""
+        order = sorted(range(len(units)), key=lambda i: (-self.cost(units[i][1]), i))
+        last = set(order[-TAPER_UNITS:])
+        out: list[tuple[str, dict[str, Any]]] = []
+        for i, (key, payload) in enumerate(units):
+            if i in last and len(payload["tasks"]) > 1:
+                out += [(f"{key}-t{j}", {**payload, "tasks": [t]}) for j, t in enumerate(payload["tasks"])]
+            else:
+                out.append((key, payload))
+        return out
 
     def resources(self, payload: dict[str, Any]) -> dict[str, int]:
         return {"CPU": 1}
+
+    def cost(self, payload: dict[str, Any]) -> float:
+        """Expected work of a unit: its tasks times the model calls its graph makes on one (an upper
+        bound), so a unit of a five-sample vote is started before a unit of single calls."""
+        try:
+            calls = len(call_signatures(payload["graph"], int(payload.get("seed", 0))))
+        except (GraphError, KeyError, TypeError, ValueError):
+            calls = 1
+        return float(len(payload["tasks"]) * max(1, calls))
 
     def run(self, payload: dict[str, Any], ctx: Any) -> dict[str, Any]:
         tasks = [task_from_json(t) for t in payload["tasks"]]

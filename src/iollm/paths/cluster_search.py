@@ -13,8 +13,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from ..protocol import NodeClient
 from .evaluation import Evaluator, SearchError
@@ -22,7 +24,8 @@ from .pricing import prices_to_json
 from .space import Candidate
 from .task import Task
 
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.25  # between polls of a node that does not long-poll
+WAIT_SECONDS = 2.0  # a long-poll answers when the job ends, or after this long with its progress
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
@@ -47,21 +50,31 @@ class ClusterEvaluator(Evaluator):
         for candidate, tasks in todo.values():
             groups.setdefault(tuple(t.id for t in tasks), []).append((candidate, tasks))
         total = sum(len(tasks) for _, tasks in todo.values())
-        done = 0
-        for group in groups.values():
-            done = await self._run_group(group, phase, done, total)
+        # Every group's job is submitted at once: the providers work through all of them together, with
+        # no idle gap between one job's last unit and the next job's first.
+        progress: dict[int, int] = {}
+
+        def report(index: int, evaluations: int) -> None:
+            progress[index] = evaluations
+            if self.on_progress:
+                self.on_progress(phase, sum(progress.values()), total)
+
+        await asyncio.gather(
+            *(self._run_group(group, phase, partial(report, i)) for i, group in enumerate(groups.values()))
+        )
         self.spent[phase] = self.spent.get(phase, 0) + total
 
     async def _run_group(
-        self, group: list[tuple[Candidate, list[Task]]], phase: str, done: int, total: int
-    ) -> int:
-        """One job for candidates sharing a task list; returns the evaluations done so far."""
+        self, group: list[tuple[Candidate, list[Task]]], phase: str, report: Callable[[int], None]
+    ) -> None:
+        """One job for candidates sharing a task list; ``report`` gets its evaluations done so far."""
         tasks = group[0][1]
         spec = {
             "graphs": [{"name": c.name, "graph": c.graph} for c, _ in group],
             "tasks": [t.to_json() for t in tasks],
             "seed": self.seed,
             "batch_size": self.batch_size,
+            "taper": True,  # the round's last units are single tasks: the providers finish together
             "prices": prices_to_json(self.prices),
             "suite": self.suite,
         }
@@ -70,11 +83,10 @@ class ClusterEvaluator(Evaluator):
         self.jobs.append(job["id"])
         size = len(group) * len(tasks)
         while job["state"] not in TERMINAL:
-            await asyncio.sleep(POLL_SECONDS)
-            job = await asyncio.to_thread(self._node().job, job["id"])
+            job = await asyncio.to_thread(self._wait, job["id"])
             units = job.get("units") or {}
-            if self.on_progress and units.get("total"):
-                self.on_progress(phase, done + size * units["done"] // units["total"], total)
+            if units.get("total"):
+                report(size * units["done"] // units["total"])
         if job["state"] != "succeeded":
             raise SearchError(
                 f"path-eval job {job['id']} {job['state']}: {job.get('error') or 'no reason given'}; "
@@ -88,9 +100,16 @@ class ClusterEvaluator(Evaluator):
         missing = [(c.name, t.id) for c, ts in group for t in ts if (c.name, t.id) not in self.results]
         if missing:
             raise SearchError(f"path-eval job {job['id']} returned no result for {missing[0]}")
-        if self.on_progress:
-            self.on_progress(phase, done + size, total)
-        return done + size
+        report(size)
+
+    def _wait(self, job_id: str) -> dict:
+        """The job when it ends or after WAIT_SECONDS (a long-poll); a node that answers at once
+        (one that does not long-poll) is asked again after POLL_SECONDS."""
+        started = time.monotonic()
+        job = self._node().get_json(f"/api/jobs/{job_id}", params={"wait": WAIT_SECONDS})
+        if job["state"] not in TERMINAL and time.monotonic() - started < POLL_SECONDS:
+            time.sleep(POLL_SECONDS)
+        return job
 
     def call_counts(self) -> tuple[int, int]:
         """Counted from the records: the calls were made on the providers, not through this client."""
