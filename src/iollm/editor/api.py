@@ -3,6 +3,7 @@ leaderboard, compute, mining). Everything here lives under ``/api/editor``."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
@@ -29,13 +30,25 @@ def _versions(request: Request) -> Versions:
     return Versions(request.app.state.hub)
 
 
+_searches_lock = threading.Lock()
+
+
 def _searches(request: Request) -> Searches:
-    found = getattr(request.app.state, "editor_searches", None)
-    if found is None:
-        parts = request.app.state.parts
-        found = Searches(parts.runtime, parts.hub, parts.layout.root / "cache" / "calls.sqlite")
-        request.app.state.editor_searches = found
-    return found
+    """The node's searches, made once per process (making them marks a previous process's leftovers
+    interrupted, so two requests must never both make them)."""
+    with _searches_lock:
+        found = getattr(request.app.state, "editor_searches", None)
+        if found is None:
+            parts = request.app.state.parts
+            found = Searches(
+                parts.runtime,
+                parts.hub,
+                parts.db,
+                str(parts.layout.root.resolve()),
+                parts.layout.root / "cache" / "calls.sqlite",
+            )
+            request.app.state.editor_searches = found
+        return found
 
 
 @router.get("/catalog")
@@ -135,14 +148,16 @@ async def start_search(request: Request, who: Identity = Depends(caller)) -> dic
 
 @router.get("/searches")
 def list_searches(request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
+    """The caller's searches, newest first, kept across restarts (summaries: no results)."""
     return {"searches": _searches(request).list(who)}
 
 
 @router.get("/searches/{search_id}")
 def show_search(search_id: str, request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
-    return _searches(request).get(who, search_id).as_dict()
+    """One search: config, progress, and its result (or, while running or interrupted, what it found)."""
+    return _searches(request).get(who, search_id)
 
 
 @router.post("/searches/{search_id}/cancel")
-def cancel_search(search_id: str, request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
-    return _searches(request).cancel(who, search_id)
+async def cancel_search(search_id: str, request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
+    return await _searches(request).cancel(who, search_id)
