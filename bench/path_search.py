@@ -45,7 +45,14 @@ from iollm.paths.space import Candidate
 from iollm.paths.stats import paired_bootstrap
 
 MODELS = ["iollm/smollm2-135m-instruct", "iollm/gemma-3-270m", "iollm/qwen2.5-coder-0.5b-instruct"]
-SUITES = ["gsm8k", "evals/logical-counting"]
+# IOLLM_BENCH_SUITES: comma-separated (public suites: gsm8k, arc-challenge, mmlu, humaneval, mbpp).
+SUITES = os.environ.get("IOLLM_BENCH_SUITES", "gsm8k,evals/logical-counting").split(",")
+# A cheaper space for a 2-core CPU: IOLLM_BENCH_TEMPLATES (e.g. single,vote,cascade), IOLLM_BENCH_STYLES
+# (direct), IOLLM_BENCH_MAX_TOKENS (caps every completion); IOLLM_BENCH_EXHAUSTIVE=0 skips step 1.
+TEMPLATES = [t for t in os.environ.get("IOLLM_BENCH_TEMPLATES", "").split(",") if t] or None
+STYLES = [t for t in os.environ.get("IOLLM_BENCH_STYLES", "").split(",") if t] or None
+MAX_TOKENS = int(os.environ["IOLLM_BENCH_MAX_TOKENS"]) if os.environ.get("IOLLM_BENCH_MAX_TOKENS") else None
+EXHAUSTIVE = os.environ.get("IOLLM_BENCH_EXHAUSTIVE", "1") != "0"
 # Smaller splits for a slow machine: IOLLM_BENCH_SEARCH_TASKS / IOLLM_BENCH_HELDOUT_TASKS.
 SEARCH_TASKS = int(os.environ.get("IOLLM_BENCH_SEARCH_TASKS", "24"))
 HELDOUT_TASKS = int(os.environ.get("IOLLM_BENCH_HELDOUT_TASKS", "40"))
@@ -68,6 +75,9 @@ class KeyLog:
         self.total += 1
         self.keys.add(json.dumps([model, messages, params], sort_keys=True))
         return await self.inner.chat(model, messages, params)
+
+    async def embed(self, model: str, texts: list[str]) -> Any:
+        return await self.inner.embed(model, texts)
 
     def reset(self) -> dict[str, int]:
         counts = {"requested": self.total, "distinct": len(self.keys)}
@@ -107,7 +117,18 @@ def _versus(
 async def bench_suite(name: str, log: KeyLog, cache: CachedClient, prices: PriceBook) -> dict[str, Any]:
     suite = load_suite(name)
     total = SEARCH_TASKS + HELDOUT_TASKS
-    config = SearchConfig(MODELS, suite, None, WORKERS, SEED, HELDOUT_TASKS / total, total)
+    config = SearchConfig(
+        MODELS,
+        suite,
+        None,
+        WORKERS,
+        SEED,
+        HELDOUT_TASKS / total,
+        total,
+        MAX_TOKENS,
+        templates=TEMPLATES,
+        styles=STYLES,
+    )
     search = Search(config, log, prices)
     space, split = search.space, search.split
     preview = search.preview()
@@ -117,15 +138,14 @@ async def bench_suite(name: str, log: KeyLog, cache: CachedClient, prices: Price
     made, cached = cache.calls_made, cache.calls_cached
     started = time.perf_counter()
     exhaustive = Evaluator(log, prices, SEED, WORKERS, on_progress=_ticker("exhaustive"))
-    await exhaustive.run([(c, t) for t in split.search for c in space], "exhaustive")
+    if EXHAUSTIVE:
+        await exhaustive.run([(c, t) for t in split.search for c in space], "exhaustive")
     exhaustive_seconds = time.perf_counter() - started
     exhaustive_calls = {
         "calls": log.reset(),
         "made": cache.calls_made - made,
         "cached": cache.calls_cached - cached,
     }
-    ex_stats = {c.name: exhaustive.figures(c, split.search) for c in space}
-    optimum = pick_best(space, ex_stats)
 
     # 2. the search, on the same split and cache
     made, cached = cache.calls_made, cache.calls_cached
@@ -137,11 +157,21 @@ async def bench_suite(name: str, log: KeyLog, cache: CachedClient, prices: Price
         "made": cache.calls_made - made,
         "cached": cache.calls_cached - cached,
     }
-    chosen = next(c for c in space if c.name == result["best"]["name"])
+    learned = {c["name"]: c for c in result["learned"]}
+    chosen = next((c for c in space if c.name == result["best"]["name"]), None)
+    if chosen is None:  # a learned path (router or logprob cascade) was chosen
+        chosen = next(c for c in search.learned if c.name == result["best"]["name"])
+    if not EXHAUSTIVE:  # the optimum among what the search itself evaluated on the whole search split
+        exhaustive = search.evaluator
+    ex_stats = {c.name: exhaustive.figures(c, split.search) for c in space}
+    complete = [c for c in space if ex_stats[c.name]["n"] == len(split.search)] or space
+    optimum = pick_best(complete, ex_stats)
 
     # 3. held-out figures for the exhaustive optimum and a random search at the same budget
     rng = random.Random(SEED)
-    sampled = rng.sample(space, max(1, min(len(space), result["evaluations_used"] // len(split.search))))
+    sampled = rng.sample(
+        complete, max(1, min(len(complete), result["evaluations_used"] // len(split.search)))
+    )
     random_pick = pick_best(sampled, ex_stats)
     evaluator = search.evaluator
     made, cached = cache.calls_made, cache.calls_cached
@@ -241,6 +271,21 @@ async def bench_suite(name: str, log: KeyLog, cache: CachedClient, prices: Price
         "baselines": {
             k: _brief(v["name"], v["heldout"]) if v else None for k, v in result["baselines"].items()
         },
+        "simple_baselines": {
+            "chosen": {k: v for k, v in result["simple_baselines"]["chosen"].items() if k != "scores"},
+            **{
+                k: ({kk: vv for kk, vv in v.items() if kk != "scores"} if v else None)
+                for k, v in result["simple_baselines"]["baselines"].items()
+            },
+        },
+        "verdict": result["simple_baselines"]["verdict"],
+        "oracle_ceiling": (result["simple_baselines"]["baselines"]["oracle_router"] or {}).get("score"),
+        "learned": [
+            {"name": n, "search_cv": e["search"]["quality"], **_brief(n, e.get("heldout") or {})}
+            for n, e in learned.items()
+        ],
+        "notes": result["notes"],
+        "exhaustive_measured": EXHAUSTIVE,
         "pareto": [_brief(p["name"], p["heldout"]) for p in result["pareto"]],
         "search_split_top5_exhaustive": [
             {
@@ -304,6 +349,7 @@ async def run(node: BenchNode, folder: Path) -> dict[str, Any]:
         | {"compute_micro_per_second": prices.compute_per_second},
         "seed": SEED,
         "split_sizes": {"search": SEARCH_TASKS, "heldout": HELDOUT_TASKS},
+        "space_filter": {"templates": TEMPLATES, "styles": STYLES, "max_tokens": MAX_TOKENS},
         "call_cache": str(CALL_CACHE) if CALL_CACHE else "fresh (scratch)",
         "suites": suites,
         "targets": {

@@ -31,12 +31,37 @@ class CallResult:
     completion_tokens: int
     seconds: float
     cached: bool = False
+    # (token, logprob) of the completion when the call asked for ``logprobs``: a cascade's confidence
+    logprobs: list[tuple[str, float]] | None = None
+
+
+@dataclass
+class Embedded:
+    """Vectors of some texts from one model's ``/v1/embeddings``: a learned router's features."""
+
+    model: str
+    vectors: list[list[float]]
+    prompt_tokens: int
+    seconds: float
+    cached: bool = False
+
+    def as_call(self) -> CallResult:
+        """The embedding as a priced call (prompt tokens and seconds, no completion)."""
+        return CallResult(self.model, "", self.prompt_tokens, 0, self.seconds, self.cached)
 
 
 class ModelClient(Protocol):
     async def chat(
         self, model: str, messages: list[dict[str, str]], params: dict[str, Any]
     ) -> CallResult: ...
+
+
+def _token_logprobs(choice: dict[str, Any]) -> list[tuple[str, float]] | None:
+    """OpenAI chat ``logprobs.content`` as (token, logprob) pairs; None when the server sent none."""
+    content = (choice.get("logprobs") or {}).get("content")
+    if not content:
+        return None
+    return [(str(e.get("token", "")), float(e["logprob"])) for e in content if e.get("logprob") is not None]
 
 
 class OpenAIClient:
@@ -76,7 +101,26 @@ class OpenAIClient:
             usage.get("prompt_tokens", 0),
             usage.get("completion_tokens", 0),
             seconds,
+            logprobs=_token_logprobs(data["choices"][0]),
         )
+
+    async def embed(self, model: str, texts: list[str]) -> Embedded:
+        """``/v1/embeddings`` of ``texts`` with ``model``: the node's own vectors, no outside service."""
+        async with self.gate:
+            started = time.perf_counter()
+            try:
+                reply = await self.http.post(
+                    f"{self.base_url}/embeddings", json={"model": model, "input": texts}
+                )
+            except httpx.TransportError as exc:
+                raise IollmError(f"cannot reach {self.base_url}: {exc.__class__.__name__}") from exc
+            seconds = time.perf_counter() - started
+        if reply.status_code >= 400:
+            raise error_from_json(reply.status_code, reply.json())
+        data = reply.json()
+        rows = sorted(data["data"], key=lambda r: r["index"])
+        tokens = (data.get("usage") or {}).get("prompt_tokens", 0)
+        return Embedded(model, [list(map(float, r["embedding"])) for r in rows], tokens, seconds)
 
     async def revision(self, model: str) -> str:
         """The commit behind a model id (so the cache never mixes two versions of a model)."""
@@ -102,6 +146,11 @@ class SerialPerModel:
         async with gate:
             return await self.inner.chat(model, messages, params)
 
+    async def embed(self, model: str, texts: list[str]) -> Embedded:
+        gate = self._gates.setdefault(model, asyncio.Semaphore(1))
+        async with gate:
+            return await self.inner.embed(model, texts)  # type: ignore[attr-defined]
+
     async def revision(self, model: str) -> str:
         revision = getattr(self.inner, "revision", None)
         return await revision(model) if revision is not None else model
@@ -118,6 +167,13 @@ class CallCache:
             "CREATE TABLE IF NOT EXISTS calls (key TEXT PRIMARY KEY, model TEXT, text TEXT, "
             "prompt_tokens INTEGER, completion_tokens INTEGER, seconds REAL, created REAL)"
         )
+        columns = {row[1] for row in self._db().execute("PRAGMA table_info(calls)")}
+        if "logprobs" not in columns:  # caches written before calls kept their token logprobs
+            self._db().execute("ALTER TABLE calls ADD COLUMN logprobs TEXT")
+        self._db().execute(
+            "CREATE TABLE IF NOT EXISTS embeddings (key TEXT PRIMARY KEY, model TEXT, vector TEXT, "
+            "prompt_tokens INTEGER, seconds REAL)"
+        )
 
     @staticmethod
     def key(revision: str, messages: list[dict[str, str]], params: dict[str, Any]) -> str:
@@ -128,16 +184,21 @@ class CallCache:
         row = (
             self._db()
             .execute(
-                "SELECT model, text, prompt_tokens, completion_tokens, seconds FROM calls WHERE key = ?",
+                "SELECT model, text, prompt_tokens, completion_tokens, seconds, logprobs FROM calls "
+                "WHERE key = ?",
                 (key,),
             )
             .fetchone()
         )
-        return CallResult(*row, cached=True) if row else None
+        if not row:
+            return None
+        logprobs = [(str(t), float(v)) for t, v in json.loads(row[5])] if row[5] else None
+        return CallResult(*row[:5], cached=True, logprobs=logprobs)
 
     def put(self, key: str, result: CallResult) -> None:
         self._db().execute(
-            "INSERT OR REPLACE INTO calls VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO calls (key, model, text, prompt_tokens, completion_tokens, seconds, "
+            "created, logprobs) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 key,
                 result.model,
@@ -146,7 +207,22 @@ class CallCache:
                 result.completion_tokens,
                 result.seconds,
                 time.time(),
+                json.dumps(result.logprobs) if result.logprobs is not None else None,
             ),
+        )
+
+    def get_vector(self, key: str) -> Embedded | None:
+        row = (
+            self._db()
+            .execute("SELECT model, vector, prompt_tokens, seconds FROM embeddings WHERE key = ?", (key,))
+            .fetchone()
+        )
+        return Embedded(row[0], [json.loads(row[1])], row[2], row[3], cached=True) if row else None
+
+    def put_vector(self, key: str, model: str, vector: list[float], tokens: int, seconds: float) -> None:
+        self._db().execute(
+            "INSERT OR REPLACE INTO embeddings VALUES (?, ?, ?, ?, ?)",
+            (key, model, json.dumps(vector), tokens, seconds),
         )
 
 
@@ -190,22 +266,59 @@ class CachedClient:
         finally:
             self._inflight.pop(key, None)
 
+    async def embed(self, model: str, texts: list[str]) -> Embedded:
+        """Embeddings text by text through the cache (a text's vector is computed once per model version);
+        the result's tokens and seconds are those of the texts actually computed now."""
+        revision = await self._revision(model)
+        key_of = {t: CallCache.key(revision, [{"role": "embed", "content": t}], {}) for t in texts}
+        keys = [key_of[t] for t in texts]
+        found = {k: self.cache.get_vector(k) for k in keys}
+        todo = [t for t, k in key_of.items() if found[k] is None]
+        if todo:
+            fresh = await self.inner.embed(model, todo)  # type: ignore[attr-defined]
+            share = fresh.prompt_tokens / len(todo)
+            for text, vector in zip(todo, fresh.vectors, strict=True):
+                key = key_of[text]
+                self.cache.put_vector(key, model, vector, round(share), fresh.seconds / len(todo))
+                found[key] = Embedded(model, [vector], round(share), fresh.seconds / len(todo))
+        hits = [found[k] for k in keys]
+        # what the vectors cost when computed (a replayed call is priced as made, like a cached chat)
+        tokens = sum(h.prompt_tokens for h in hits if h is not None)
+        seconds = sum(h.seconds for h in hits if h is not None)
+        vectors = [h.vectors[0] for h in hits if h is not None]
+        return Embedded(model, vectors, tokens, seconds, cached=not todo)
+
 
 class RecordedClient:
     """Replays recorded answers: ``responses(model, prompt_text, params) -> text``. For fast, deterministic
     tests of search logic; token counts are word counts."""
 
-    def __init__(self, responses, seconds_per_token: float = 0.0) -> None:
-        self.responses = responses
+    def __init__(self, responses, seconds_per_token: float = 0.0, embeddings=None) -> None:
+        self.responses = responses  # -> text, or (text, [(token, logprob), ...]) when logprobs are recorded
         self.seconds_per_token = seconds_per_token
+        self.embeddings = embeddings  # (model, text) -> vector, for learned routers
         self.calls = 0
 
     async def chat(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> CallResult:
         self.calls += 1
         prompt = messages[-1]["content"]
-        text = self.responses(model, prompt, params)
+        reply = self.responses(model, prompt, params)
+        text, logprobs = reply if isinstance(reply, tuple) else (reply, None)
         completion = max(1, len(text.split()))
-        return CallResult(model, text, len(prompt.split()), completion, completion * self.seconds_per_token)
+        return CallResult(
+            model,
+            text,
+            len(prompt.split()),
+            completion,
+            completion * self.seconds_per_token,
+            logprobs=logprobs if params.get("logprobs") else None,
+        )
+
+    async def embed(self, model: str, texts: list[str]) -> Embedded:
+        if self.embeddings is None:
+            raise IollmError("this recorded client has no embeddings")
+        tokens = sum(len(t.split()) for t in texts)
+        return Embedded(model, [list(self.embeddings(model, t)) for t in texts], tokens, 0.0)
 
 
 async def warm_up(client: ModelClient, models: Sequence[str]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from .catalog import load_suite
 from .checkers import check
 from .clients import CachedClient, CallCache, ModelClient, OpenAIClient, SerialPerModel
+from .confidence import confidences
 from .executor import Executor
 from .graph import Graph, parse_graph
 from .pricing import PriceBook, prices_from_json
@@ -37,7 +38,8 @@ def _node_error(result: Any, graph: Graph) -> str | None:
     """The first failure of a model-calling node (an endpoint problem, not a wrong answer)."""
     for node in graph.nodes:
         trace = result.nodes[node.id]
-        if node.kind in MODEL_KINDS and trace.status == "error":
+        learned_route = node.kind == "route" and node.get("embed_model")
+        if (node.kind in MODEL_KINDS or learned_route) and trace.status == "error":
             return f"{node.id}: {trace.error}"
     return None
 
@@ -64,6 +66,8 @@ async def evaluate_task(executor: Executor, graph: Graph, task: Task, sandbox: S
         "completion_tokens": sum(c.completion_tokens for c in calls),
         "answer": result.answer[:2000],
         "error": _node_error(result, graph),
+        # the first call's confidence: a single model's, or a cascade's first stage (fits thresholds)
+        "confidence": confidences(calls[0].logprobs) if calls else None,
     }
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from .checkers import answer_candidates, extract_code, extract_number, normalize
 from .clients import CallResult, ModelClient
+from .confidence import confidence
 from .graph import Graph, Node, render
 from .pricing import PriceBook
 from .roles import role_prompt
@@ -208,7 +209,7 @@ class Executor:
         if node.kind == "cascade":
             return await self._cascade(node, upstream, values, trace)
         if node.kind == "route":
-            return self._route(node, values)
+            return await self._route(node, values, trace)
         if node.kind == "python":
             return await self._python(node, values, trace)
         if node.kind == "output":
@@ -260,8 +261,15 @@ class Executor:
         trace.detail.update({"votes": votes, "k": len(results), "answer": winner})
         return next(r.text for r, a in zip(results, answers, strict=True) if a == winner)
 
-    async def _accept(self, node: Node, model: str, first: CallResult, messages, trace) -> bool:
+    async def _accept(
+        self, node: Node, model: str, first: CallResult, messages, trace, index: int = 0
+    ) -> bool:
         check = node.get("check", "agreement")
+        if check == "logprob":
+            # no logprobs (an endpoint without them) counts as unsure: escalate rather than trust blindly
+            sure = confidence(first.logprobs, str(node.get("metric", "mean")))
+            trace.detail.setdefault("confidence", []).append(sure)
+            return sure is not None and sure >= float(thresholds(node)[index])
         if check == "format":
             return re.search(str(node.get("pattern", r"\d")), first.text) is not None
         if check == "python":
@@ -283,14 +291,24 @@ class Executor:
         models = list(node.get("models"))
         for index, model in enumerate(models):
             first = await self._call(trace, model, messages, self._params(node))
-            if index == len(models) - 1 or await self._accept(node, model, first, messages, trace):
+            if index == len(models) - 1 or await self._accept(node, model, first, messages, trace, index):
                 trace.detail.update({"answered_by": model, "escalations": index})
                 return first.text
         raise AssertionError("unreachable")
 
-    def _route(self, node: Node, values: dict[str, str]) -> str:
+    async def _route(self, node: Node, values: dict[str, str], trace: NodeTrace) -> str:
         subject = render(str(node.get("on", "{{input}}")), values)
-        return router_for(node).choose(node, subject, values)
+        router = router_for(node)
+        if router.choose_vector is None:
+            return router.choose(node, subject, values)
+        embed = getattr(self.client, "embed", None)
+        if embed is None:
+            raise ValueError(f"the {router.name} router needs embeddings; this client has none")
+        embedded = await embed(str(node.get("embed_model")), [subject])
+        trace.calls.append(embedded.as_call())  # the router's own cost: priced like any call
+        branch = router.choose_vector(node, embedded.vectors[0])
+        trace.detail["branch"] = branch
+        return branch
 
     async def _python(self, node: Node, values: dict[str, str], trace: NodeTrace) -> str:
         code_values = {k: extract_code(v) if k != "input" else v for k, v in values.items()}
@@ -302,6 +320,13 @@ class Executor:
                 f"python failed: {(outcome.stderr or outcome.killed_reason or '').strip()[-300:]}"
             )
         return outcome.stdout.strip()
+
+
+def thresholds(node: Node) -> list[float]:
+    """A logprob cascade's threshold per escalating stage (one number applies to every stage)."""
+    value = node.get("threshold", -1.0)
+    stages = len(node.get("models") or []) - 1
+    return [float(v) for v in value] if isinstance(value, list) else [float(value)] * stages
 
 
 def ancestors(graph: Graph, node_id: str) -> set[str]:

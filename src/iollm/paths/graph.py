@@ -18,6 +18,7 @@ from .routers import router_for
 
 SCHEMA = "iollm.workflow/1"
 NODE_KINDS = ("model", "vote", "cascade", "route", "python", "output")
+CASCADE_CHECKS = ("agreement", "format", "python", "logprob")
 ROLES = ("planner", "solver", "critic", "refiner", "verifier", "aggregator")
 VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.-]*)\s*\}\}")
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
@@ -173,8 +174,23 @@ def _check_node(node: Node) -> None:
         models = node.get("models") or []
         if len(models) < 2:
             raise GraphError(f"cascade node {node.id!r} needs at least two models, cheapest first", node.id)
-        if node.get("check", "agreement") not in ("agreement", "format", "python"):
-            raise GraphError(f"cascade node {node.id!r}: check must be agreement, format or python", node.id)
+        if node.get("check", "agreement") not in CASCADE_CHECKS:
+            raise GraphError(
+                f"cascade node {node.id!r}: check must be one of {', '.join(CASCADE_CHECKS)}", node.id
+            )
+        if node.get("check") == "logprob":
+            value = node.get("threshold", -1.0)
+            values = value if isinstance(value, list) else [value]
+            if not all(isinstance(v, int | float) and v <= 0 for v in values) or (
+                isinstance(value, list) and len(value) != len(models) - 1
+            ):
+                raise GraphError(
+                    f"cascade node {node.id!r}: a logprob threshold is a log-probability (<= 0), or one per "
+                    "escalating stage",
+                    node.id,
+                )
+            if node.get("metric", "mean") not in ("mean", "min"):
+                raise GraphError(f"cascade node {node.id!r}: metric must be mean or min", node.id)
     elif node.kind == "route":
         try:
             router_for(node).check(node)

@@ -127,6 +127,8 @@ def markdown(result: dict[str, Any]) -> str:
         "- target (same quality at half cost, or +3 points at equal cost) met by: "
         + (", ".join(f"`{n}`" for n in vs["target_met_by"]) or "none")
     )
+    lines += simple_baselines_section(result)
+    lines += learned_section(result)
     lines += ["", "## Pareto front (quality, cost, latency)", ""]
     lines += _table(
         [
@@ -163,6 +165,68 @@ def markdown(result: dict[str, Any]) -> str:
                 "costs no less per query than the best single model: it pays back in quality, not cost."
             )
     return "\n".join(lines) + "\n"
+
+
+def simple_baselines_section(result: dict[str, Any]) -> list[str]:
+    """The chosen path against the simple baselines on the same held-out tasks, and the plain verdict."""
+    simple = result.get("simple_baselines") or {}
+    if not simple:
+        return []
+    chosen = simple["chosen"]
+    rows = [
+        [
+            f"chosen: {chosen['name']}",
+            f"{chosen['score']:.3f}",
+            f"[{chosen['ci'][0]:.3f}, {chosen['ci'][1]:.3f}]",
+            _credits(chosen["cost_per_task"]),
+            "-",
+            "-",
+        ]
+    ]
+    for label, entry in simple["baselines"].items():
+        if entry is None:
+            rows.append([label.replace("_", " "), "-", "-", "-", "-", "not measured"])
+            continue
+        vs = entry["vs_chosen"]
+        rows.append(
+            [
+                f"{label.replace('_', ' ')}: {entry['name']}",
+                f"{entry['score']:.3f}",
+                f"[{entry['ci'][0]:.3f}, {entry['ci'][1]:.3f}]",
+                _credits(entry["cost_per_task"]),
+                f"{vs['delta']:+.3f} [{vs['delta_ci'][0]:+.3f}, {vs['delta_ci'][1]:+.3f}]",
+                f"{vs['cost_ratio']:.2f}x" if vs["cost_ratio"] is not None else "-",
+            ]
+        )
+    lines = ["", "## Simple baselines (held-out, same tasks)", ""]
+    lines += _table(
+        ["path", "score", "95% CI", "credits/task", "chosen minus it (paired CI)", "chosen cost ratio"], rows
+    )
+    lines += ["", *(f"- {sentence}" for sentence in simple["verdict"])]
+    return lines
+
+
+def learned_section(result: dict[str, Any]) -> list[str]:
+    """Routers and logprob cascades fitted on the search split (cross-validated there), held-out figures."""
+    learned = result.get("learned") or []
+    notes = result.get("notes") or []
+    if not learned and not notes:
+        return []
+    lines = ["", "## Learned paths (fitted on the search split)", ""]
+    if learned:
+        lines += _table(
+            [
+                "path",
+                "search quality (cross-validated)",
+                "held-out score",
+                "95% CI",
+                "credits/task",
+                "latency s",
+            ],
+            [[e["name"], f"{e['search']['quality']:.3f}", *_heldout_cells(e)] for e in learned],
+        )
+    lines += [f"- {note}" for note in notes]
+    return lines
 
 
 def pareto_plot(result: dict[str, Any], path: Path) -> Path:

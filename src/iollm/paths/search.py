@@ -18,12 +18,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .baselines import compare_all, oracle, random_mix, random_routing, self_consistency_k
 from .clients import ModelClient
 from .evaluation import Evaluator, EvaluatorFactory, Progress
+from .learned import Table, embed_tasks, learn_cascades, learn_routers
 from .pricing import PriceBook
 from .racing import front_pool, pick_best, plan_schedule, race
 from .search_result import Outcome, heldout_figures, search_result, tally
-from .space import Candidate, build_space, projected_calls
+from .space import VOTE_KS, Candidate, build_space, projected_calls, restrict
 from .suites import Suite, SuiteSplit
 
 
@@ -41,6 +43,10 @@ class SearchConfig:
     max_tokens: int | None = None  # caps every call's completion (see build_space)
     extra: Sequence[Candidate] = ()  # candidates that race beside the generated space (the editor's drawing)
     evaluator: EvaluatorFactory = Evaluator  # where pairs are evaluated (see EvaluatorFactory)
+    templates: Sequence[str] | None = None  # only these templates (None: all); ``styles`` likewise
+    styles: Sequence[str] | None = None
+    learned: bool = True  # fit routers and logprob cascades on the search split (see ``learned``)
+    embed_model: str | None = None  # the routers' features; default the cheapest model
 
 
 class Search:
@@ -58,7 +64,11 @@ class Search:
         self.split: SuiteSplit = config.suite.split(config.seed, config.heldout_fraction, config.max_tasks)
         checker = config.suite.checkers[0] if config.suite.tasks else "exact"
         generated = build_space(config.models, checker, prices, config.seed, config.max_tokens)
+        if config.templates or config.styles:
+            generated = restrict(generated, config.templates, config.styles)
         self.space: list[Candidate] = [*generated, *config.extra]
+        self.learned: list[Candidate] = []  # fitted after the race (routers, logprob cascades)
+        self.notes: list[str] = []
         self.exhaustive = len(self.space) * len(self.split.search)
         # Default: a fifth of exhaustive, rounded down so it never exceeds 20 % (at least one pass).
         self.budget = config.budget or max(len(self.space), self.exhaustive // 5)
@@ -97,17 +107,102 @@ class Search:
             self.space, search_tasks, self.evaluator, self.budget, self.config.seed
         )
         stats = {c.name: self.evaluator.figures(c, search_tasks) for c in self.space}
-        best = pick_best(finalists, stats)
         front = front_pool(self.space, stats, rounds)
         baselines = await self._baselines(stats)
-        # Only now: the held-out split, for the chosen path, the front and the baselines.
-        final = {c.name: c for c in [best, *front, *(b for b in baselines.values() if b is not None)]}
+        single = baselines["best_single"]
+        assert single is not None
+        if self.config.learned:
+            self.learned = await self._learn(stats, single)
+        best = pick_best([*finalists, *self.learned], stats)
+        baselines["self_consistency"] = self._self_consistency(stats, best, single)
+        singles = [c for c in self.space if c.template == "single"]
+        # Only now: the held-out split, for the chosen path, the front, the learned paths and the baselines
+        # (every single model: the oracle router, random routing and the cheapest model are made of them).
+        pool = [best, *front, *self.learned, *singles, *(b for b in baselines.values() if b is not None)]
+        final = {c.name: c for c in pool}
         heldout = self.split.heldout
         await self.evaluator.run([(c, t) for c in final.values() for t in heldout], "heldout")
         figures = {name: heldout_figures(self.evaluator.records(c, heldout)) for name, c in final.items()}
+        simple = self._simple_baselines(best, single, singles, baselines, stats)
         seconds = time.perf_counter() - started
-        outcome = Outcome(best, front, finalists, baselines, stats, figures, rounds, schedule, seconds)
+        outcome = Outcome(
+            best, front, finalists, baselines, stats, figures, rounds, schedule, seconds, self.learned, simple
+        )
         return search_result(self, outcome)
+
+    async def _learn(self, stats: dict[str, dict[str, Any]], single: Candidate) -> list[Candidate]:
+        """Routers and logprob cascades fitted on the single models' search-split evaluations of the best
+        single's prompt style; their figures are cross-validated (see ``learned``)."""
+        style = single.params["style"]
+        singles = [c for c in self.space if c.template == "single" and c.params.get("style") == style]
+        if len(singles) < 2:
+            return []
+        tasks = self.split.search
+        table = Table.from_records(singles, tasks, lambda c, t: self.evaluator.results[(c.name, t.id)])
+        found = []
+        embed_model = self.config.embed_model or singles[0].assignment["solver"]
+        try:
+            vectors, embed_cost = await embed_tasks(self.evaluator.client, embed_model, tasks, self.prices)
+            found += learn_routers(table, vectors, embed_cost, embed_model, style, self.config.seed)
+        except Exception as exc:  # no embeddings endpoint: the search goes on without routers, and says so
+            self.notes.append(f"learned routers skipped: {exc.__class__.__name__}: {exc}")
+        if table.has_confidence():
+            caps = {"equal-cost": stats[single.name]["cost"], "half-cost": 0.5 * stats[single.name]["cost"]}
+            found += learn_cascades(table, style, caps, self.config.seed)
+        else:
+            self.notes.append("logprob cascades skipped: the endpoint returned no token logprobs")
+        for candidate, figures in found:
+            stats[candidate.name] = figures
+        return [c for c, _ in found]
+
+    def _self_consistency(
+        self, stats: dict[str, dict[str, Any]], best: Candidate, single: Candidate
+    ) -> Candidate | None:
+        """Self-consistency of the best single model at about the chosen path's search-split cost."""
+        k, fits = self_consistency_k(stats[best.name]["cost"], stats[single.name]["cost"], VOTE_KS)
+        if not fits and any(c.template == "vote" for c in self.space):
+            self.notes.append(
+                f"self-consistency at equal cost: even k={k} costs more than the chosen path; vote@{k} is shown"
+            )
+        model, style = single.assignment["solver"], single.params["style"]
+        return next(
+            (
+                c
+                for c in self.space
+                if c.template == "vote"
+                and c.params["k"] == k
+                and c.assignment["voter"] == model
+                and c.params["style"] == style
+            ),
+            None,
+        )
+
+    def _simple_baselines(
+        self,
+        best: Candidate,
+        single: Candidate,
+        singles: list[Candidate],
+        baselines: dict[str, Candidate | None],
+        stats: dict[str, dict[str, Any]],
+    ) -> dict[str, Any]:
+        """The held-out comparison with the simple baselines (see ``baselines``)."""
+        heldout = self.split.heldout
+
+        def records(c: Candidate) -> list[dict[str, Any]]:
+            return self.evaluator.records(c, heldout)
+
+        style = [c for c in singles if c.params.get("style") == single.params["style"]]
+        cheapest = style[0] if style else single  # the space lists models cheapest first
+        a, b, p = random_mix(singles, stats, stats[best.name]["cost"])
+        vote = baselines.get("self_consistency")
+        table: dict[str, Any] = {
+            "best_single": (single.name, records(single)),
+            "cheapest_model": (cheapest.name, records(cheapest)),
+            "self_consistency_equal_cost": (vote.name, records(vote)) if vote is not None else None,
+            "random_routing_equal_cost": random_routing(a, b, p, records(a), records(b)),
+            "oracle_router": oracle({c.name: records(c) for c in singles}),
+        }
+        return compare_all(best, records(best), table)
 
     async def _baselines(self, stats: dict[str, dict[str, Any]]) -> dict[str, Candidate | None]:
         """Best single model (every single candidate completed on the search split, counted apart from

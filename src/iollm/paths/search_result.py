@@ -7,7 +7,7 @@ compare with the best single model on the held-out split, and what the search it
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from .pricing import prices_to_json
@@ -32,6 +32,8 @@ class Outcome:
     rounds: list[Round]
     schedule: Schedule
     seconds: float
+    learned: list[Candidate] = field(default_factory=list)  # routers and cascades fitted on the search split
+    simple_baselines: dict[str, Any] = field(default_factory=dict)  # held-out, same tasks (``baselines``)
 
 
 def search_result(search: Search, outcome: Outcome) -> dict[str, Any]:
@@ -103,6 +105,9 @@ def search_result(search: Search, outcome: Outcome) -> dict[str, Any]:
             for k, c in outcome.baselines.items()
         },
         "vs_best_single": compare(best, single, front, stats, figures),
+        "learned": [{**entry(c), "graph": c.graph} for c in outcome.learned],
+        "simple_baselines": outcome.simple_baselines,
+        "notes": list(getattr(search, "notes", [])),
         "economics": economics(best, single, figures, evaluator.results.values()),
         "seconds": round(outcome.seconds, 2),
     }

@@ -22,7 +22,7 @@ from ..hub import Hub, Identity
 from ..protocol import FileEntry, check_name
 from ..runtime import Call, ChatMessage, ModelNotFound, ModelSpec, Runtime
 from ..runtime.backends import Piece
-from .clients import CallResult
+from .clients import CallResult, Embedded
 from .executor import Executor
 from .graph import Graph, GraphError, parse_graph
 from .pricing import PriceBook
@@ -46,7 +46,14 @@ class RuntimeClient:
     async def chat(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> CallResult:
         started = time.perf_counter()
         conversation = [ChatMessage(m["role"], m["content"]) for m in messages]
-        call = self.runtime.chat(self.caller, model, conversation, params, self.stream)
+        sampling = {k: v for k, v in params.items() if k != "logprobs"}
+        wants = bool(params.get("logprobs")) and self.runtime.virtual_for(model) is None
+        call = self.runtime.chat(
+            self.caller, model, conversation, sampling, self.stream, logprobs=0 if wants else None
+        )
+        scored: list[tuple[str, float]] = []
+        if wants and call.pieces is not None:
+            call.pieces = _tap(call.pieces, scored)
         text = await self.answer(model, call)
         return CallResult(
             model,
@@ -54,11 +61,26 @@ class RuntimeClient:
             call.counts.prompt_tokens,
             call.counts.completion_tokens,
             time.perf_counter() - started,
+            logprobs=scored if wants else None,
         )
 
     async def answer(self, model: str, call: Call) -> str:
         """Run ``call`` to its end and return its text (a subclass may show the pieces as they come)."""
         return await call.text()
+
+    async def embed(self, model: str, texts: list[str]) -> Embedded:
+        """A learned router's features, from the runtime's own embeddings (metered to ``caller``)."""
+        started = time.perf_counter()
+        spec = self.runtime.resolve(self.caller, model)
+        result = await self.runtime.embed(self.caller, spec, texts)
+        return Embedded(model, result.vectors, result.prompt_tokens, time.perf_counter() - started)
+
+
+async def _tap(pieces: AsyncIterator[Piece], scored: list[tuple[str, float]]) -> AsyncIterator[Piece]:
+    """Pass pieces through, keeping each token's log-probability (a logprob cascade's confidence)."""
+    async for piece in pieces:
+        scored.extend((e.token, e.logprob) for e in piece.logprobs or () if e.logprob is not None)
+        yield piece
 
 
 class PathModels:

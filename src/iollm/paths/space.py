@@ -20,6 +20,9 @@ from .graph import SCHEMA, parse_graph
 from .pricing import PriceBook
 from .roles import STEP_BY_STEP, role_prompt
 
+# Every call asks for its tokens' log-probabilities: a single model's evaluation then carries its
+# confidence, so a logprob cascade's thresholds fit on the search split without a call more.
+LOGPROBS = {"logprobs": True}
 SAMPLE_TEMPERATURE = 0.7  # the executor's default for votes and agreement samples
 VOTE_KS = (3, 5)
 MOA_SAMPLES = 3
@@ -194,7 +197,7 @@ def _model(
         "model": model,
         "role": role,
         "prompt": prompt,
-        "params": {"temperature": 0.0, "max_tokens": max_tokens, "stop": STOP, **params},
+        "params": {"temperature": 0.0, "max_tokens": max_tokens, "stop": STOP, **LOGPROBS, **params},
     }
 
 
@@ -260,7 +263,7 @@ class _Builder:
                         "k": k,
                         "temperature": SAMPLE_TEMPERATURE,
                         "prompt": prompt,
-                        "params": {"max_tokens": self.tokens(style), "stop": self.stop(style)},
+                        "params": {"max_tokens": self.tokens(style), "stop": self.stop(style), **LOGPROBS},
                     }
                     self.add(
                         f"vote@{k}:{style}({short(m)})",
@@ -339,7 +342,7 @@ class _Builder:
                     "kind": "cascade",
                     "models": chain,
                     "prompt": prompt,
-                    "params": {"max_tokens": self.tokens(style), "stop": self.stop(style)},
+                    "params": {"max_tokens": self.tokens(style), "stop": self.stop(style), **LOGPROBS},
                     **check,
                 }
                 label = ">".join(short(m) for m in chain)
@@ -449,6 +452,39 @@ class _Builder:
                 "several samples of one model, merged by the same model",
             )
 
+    def moa(self) -> None:
+        """Mixture-of-Agents (one layer): every model proposes (its step answer, the single's call), one
+        model aggregates; Self-MoA is the one-model case above."""
+        proposals = [
+            _model(
+                f"propose{i + 1}",
+                m,
+                "solver",
+                self.styles["step"],
+                self.tokens("step"),
+                stop=self.stop("step"),
+            )
+            for i, m in enumerate(self.models)
+        ]
+        ids = [p["id"] for p in proposals]
+        for m in self.models:
+            aggregate = _model(
+                "aggregate",
+                m,
+                "aggregator",
+                role_prompt("aggregator", ids),
+                self.tokens("step") if self.code else MAX_TOKENS["aggregate"],
+            )
+            self.add(
+                f"moa(aggregator={short(m)})",
+                "moa",
+                {"proposers": list(self.models), "aggregator": m},
+                {"proposers": len(self.models)},
+                [*(dict(p, params=dict(p["params"])) for p in proposals), aggregate],
+                [*((i, "aggregate") for i in ids), ("aggregate", "out")],
+                "every model proposes an answer, one model merges them",
+            )
+
 
 def build_space(
     models: list[str],
@@ -460,7 +496,7 @@ def build_space(
     """Every candidate for ``models`` on a suite whose (main) checker is ``suite_checker``.
 
     Models are taken in price order (cheapest first), which also orders the cascades. For 3 models this
-    is 53 candidates on text suites and 50 on code suites (``python_tests``: program-aided templates are
+    is 56 candidates on text suites and 53 on code suites (``python_tests``: program-aided templates are
     replaced by solve-verify-refine, cascades check by running docstring examples). ``max_tokens`` caps
     every call's completion (a cheaper, cruder space for slow machines and tests)."""
     if not models:
@@ -480,7 +516,26 @@ def build_space(
     else:
         builder.program()
     builder.self_moa()
+    if len(ordered) > 1:
+        builder.moa()
     return builder.out
+
+
+def restrict(
+    space: list[Candidate], templates: Iterable[str] | None = None, styles: Iterable[str] | None = None
+) -> list[Candidate]:
+    """The candidates of some templates and prompt styles only (a cheaper space for slow machines)."""
+    keep_t = set(templates) if templates else None
+    keep_s = set(styles) if styles else None
+    out = [
+        c
+        for c in space
+        if (keep_t is None or c.template in keep_t)
+        and (keep_s is None or "style" not in c.params or c.params["style"] in keep_s)
+    ]
+    if not out:
+        raise ValueError("no candidate is left after restricting the space's templates and styles")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------

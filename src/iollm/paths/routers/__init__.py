@@ -3,6 +3,10 @@
 A route node names its router (``"router": "regex"``, the default); the graph check asks the router
 whether the node's settings make sense and the executor asks it for the branch. Importing this package
 imports every module in it, so a new router (a learned one, say) is one new module plus its tests.
+
+Learned routers (``knn``, ``mf``) read features rather than text: they set ``choose_vector``, and the
+executor first embeds the subject with the node's ``embed_model`` through the node's ``/v1/embeddings``.
+Their trained state lives in the node (``state``), so a found path is published and served as it is.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ class Router:
     description: str
     check: Any  # Callable[[RouteSettings], None]
     choose: Any  # Callable[[RouteSettings, str, Mapping[str, str]], str]
+    choose_vector: Any = None  # Callable[[RouteSettings, list[float]], str]: routers on embeddings
 
 
 _ROUTERS: dict[str, Router] = {}
