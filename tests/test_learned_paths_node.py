@@ -35,7 +35,9 @@ def suite() -> Suite:
 
 
 def test_learned_paths_and_baselines_through_a_node(served: Node, tmp_path: Path) -> None:
-    prices = PriceBook.from_parameters({MODELS[0]: 100_000_000, MODELS[1]: 300_000_000})
+    # tokens only: with compute seconds priced, a loaded machine could make the dearer model's calls look
+    # cheaper (the two are the same weights), and the cascade would then have no cheap first stage
+    prices = PriceBook.from_parameters({MODELS[0]: 100_000_000, MODELS[1]: 300_000_000}, compute_per_second=0)
     config = SearchConfig(
         MODELS, suite(), None, 2, 0, 0.5, None, 4, templates=["single", "cascade"], styles=["direct"]
     )
