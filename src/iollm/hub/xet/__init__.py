@@ -12,9 +12,13 @@ chunks whichever protocol brought them, so a native push of that file sends noth
 is an index (Xet chunk -> offset in a stored file) to serve xorb ranges and let later Xet uploads
 reference earlier xorbs (hf_xet's own shard cache dedups a second version against the first).
 
-Global dedup queries (``/v1/chunks/...``) answer 404, which the spec allows ("no dedup"): a useful
-answer is a complete shard with footer and lookup tables, and answering for chunks of other users'
-files would need the per-shard HMAC keys the spec describes; both are left for later.
+Global dedup (``GET /v1/chunks/{prefix}/{chunk}``) answers as the Hub does, so a client with an empty
+shard cache still dedups against xorbs other uploads put here. The node indexes the chunks ``hf_xet``
+asks about (hash eligible by Xet's modulo-1024 rule, or the first chunk of a recorded file); the
+answer is a complete shard (``shard_writer``: empty file section, the xorbs, lookup tables, footer)
+listing the xorbs that hold the chunk, then the ones that follow them in their files, only those the
+caller may reference (sent them, or can read a file recorded from them: the rule shard uploads obey),
+with every chunk hash keyed by a fresh random HMAC key and an expiry of a day. Anything else: 404.
 """
 
 from .routes import router, xet_headers, xet_store_of

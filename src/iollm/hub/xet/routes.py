@@ -239,9 +239,14 @@ router.add_api_route(
 
 @router.get("/v1/chunks/{prefix}/{hash_hex}")
 async def global_dedup(request: Request, prefix: str, hash_hex: str) -> Response:
-    """Global dedup is answered "not found" (the spec's no-dedup answer): see the package docstring."""
-    await xet_caller(request)
-    return Response(status_code=404)
+    """Global dedup: a shard listing xorbs that hold this chunk and that the caller may reference (chunk
+    hashes keyed with a fresh HMAC key), or 404 (the spec's "no dedup") when there is none."""
+    _token, who = await xet_caller(request)
+    from_hex(hash_hex)
+    shard = await run_in_threadpool(xet_store(request).dedup_shard, who, hash_hex.lower())
+    if shard is None:
+        return Response(status_code=404)
+    return Response(content=shard, media_type="application/octet-stream")
 
 
 # -- CAS: downloads ----------------------------------------------------------------------------

@@ -10,7 +10,8 @@ have such a place. Nothing is kept twice.
 
 Trust. Every chunk hash, xorb hash and file hash is computed here from bytes (a mismatch is
 refused); a shard's SHA-256 claim is checked against the node's own. A shard may reference only
-xorbs the uploader sent or whose files the uploader can read; anything else reads as absent.
+xorbs the uploader sent or whose files the uploader can read; anything else reads as absent. The
+global dedup query answers by the same rule: a shard listing only xorbs the caller may reference.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import os
 import struct
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import accumulate
@@ -35,10 +37,13 @@ from ..accounts import Identity
 from ..repos import Hub, unpack_chunks
 from ..tables import contents, repo_chunks
 from .format import Term, chunk_header, file_hash, from_hex, merkle_root, parse_shard, parse_xorb, to_hex
-from .tables import files, xorb_files, xorb_uploads, xorbs
+from .shard_writer import CasBlock, dedup_eligible, write_dedup_shard
+from .tables import dedup_chunks, files, xorb_files, xorb_uploads, xorbs
 
 _UNPLACED = bytes(40)
 _SQL_BATCH = 900
+DEDUP_XORBS = 16  # xorbs in one global dedup answer: those holding the chunk, then the ones after them
+DEDUP_SHARD_SECONDS = 24 * 3600  # how long a client may dedup against an answer (access can change)
 
 
 @dataclass
@@ -95,7 +100,32 @@ class XetStore:
             "chunk_bytes_new": 0,
             "shards": 0,
             "served_bytes": 0,
+            "dedup_queries": 0,  # global dedup queries (GET /v1/chunks/...)
+            "dedup_answers": 0,  # of those, answered with a shard
         }
+        self._index_earlier_xorbs()
+
+    def _index_earlier_xorbs(self) -> None:
+        """Fill the global dedup index once for xorbs and files stored before it existed."""
+        with self.db.read() as conn:
+            if conn.execute(select(dedup_chunks.c.chunk).limit(1)).first() is not None:
+                return
+            if conn.execute(select(xorbs.c.hash).limit(1)).first() is None:
+                return
+            rows = []
+            for row in conn.execute(select(xorbs.c.hash, xorbs.c.chunks)):
+                raw = bytes(row.chunks)
+                hashes = {raw[i : i + 32] for i in range(0, len(raw), 36)}
+                rows += [{"chunk": to_hex(h), "xorb": row.hash} for h in hashes if dedup_eligible(h)]
+            firsts = [_unpack_terms(bytes(row.terms))[0] for row in conn.execute(select(files.c.terms))]
+        for first in firsts:
+            record = self.xorb(to_hex(first.xorb))
+            if record is not None:
+                rows.append({"chunk": to_hex(record.hashes[first.start]), "xorb": record.hash})
+        rows = [dict(pair) for pair in {tuple(r.items()) for r in rows}]
+        with self.db.write() as conn:
+            for start in range(0, len(rows), _SQL_BATCH):
+                insert_ignore(conn, dedup_chunks, rows[start : start + _SQL_BATCH])
 
     # -- xorbs -----------------------------------------------------------------------------------
 
@@ -124,8 +154,10 @@ class XetStore:
                 "places": _UNPLACED * len(chunks),
                 "created_at": utc_now_iso(),
             }
+            eligible = {to_hex(c.hash) for c in chunks if dedup_eligible(c.hash)}
             with self.db.write() as conn:
                 insert_ignore(conn, xorbs, [row])
+                insert_ignore(conn, dedup_chunks, [{"chunk": c, "xorb": actual} for c in sorted(eligible)])
             with self._lock:
                 self.counters["xorbs_new"] += 1
                 self.counters["chunk_bytes_new"] += sum(len(c.data) for c in chunks)
@@ -289,6 +321,9 @@ class XetStore:
             }
             insert_ignore(conn, files, [row])
             insert_ignore(conn, xorb_files, [{"xorb": k, "sha256": digest.sha256} for k in records])
+            first = terms[0]
+            head = records[to_hex(first.xorb)].hashes[first.start]
+            insert_ignore(conn, dedup_chunks, [{"chunk": to_hex(head), "xorb": to_hex(first.xorb)}])
         return 1
 
     def _grant(self, who: Identity, sha256: str) -> None:
@@ -324,6 +359,61 @@ class XetStore:
         for key in changed:
             if all(p is not None for p in records[key].places):
                 (self.staging / f"{key}.xorb").unlink(missing_ok=True)
+
+    # -- global dedup ------------------------------------------------------------------------------
+
+    def dedup_shard(self, who: Identity, chunk_hex: str) -> bytes | None:
+        """The answer to ``GET /v1/chunks/{prefix}/{chunk}``: a shard (chunk hashes keyed with a fresh
+        HMAC key) listing the xorbs that hold this chunk and that the caller may reference, then the xorbs
+        that follow them in files recorded with them; None when there is none."""
+        with self.db.read() as conn:
+            holders = [
+                r[0]
+                for r in conn.execute(
+                    select(dedup_chunks.c.xorb).where(dedup_chunks.c.chunk == chunk_hex).limit(256)
+                )
+            ]
+        with self._lock:
+            self.counters["dedup_queries"] += 1
+        chosen: list[str] = []
+        for key in sorted(holders):
+            if len(chosen) < DEDUP_XORBS and self.may_use_xorb(who, key):
+                chosen.append(key)
+        if not chosen:
+            return None
+        for key in self._following(chosen):
+            if len(chosen) >= DEDUP_XORBS:
+                break
+            if key not in chosen and self.may_use_xorb(who, key):
+                chosen.append(key)
+        blocks = []
+        for key in chosen:
+            record = self.xorb(key)
+            if record is not None:
+                pairs = list(zip(record.hashes, record.lengths, strict=True))
+                blocks.append(CasBlock(from_hex(key), pairs, record.served_starts[-1]))
+        if not blocks:
+            return None
+        now = int(time.time())
+        with self._lock:
+            self.counters["dedup_answers"] += 1
+        return write_dedup_shard(blocks, os.urandom(32), now, now + DEDUP_SHARD_SECONDS)
+
+    def _following(self, chosen: list[str]) -> Iterator[str]:
+        """Xorbs after these in the files recorded with them, nearest first (a client uploading a new
+        version of a file reads on from where the queried chunk was)."""
+        with self.db.read() as conn:
+            shas = [
+                r[0]
+                for r in conn.execute(
+                    select(xorb_files.c.sha256).where(xorb_files.c.xorb.in_(chosen)).distinct().limit(8)
+                )
+            ]
+            rows = conn.execute(select(files.c.terms).where(files.c.sha256.in_(shas))).all() if shas else []
+        for row in rows:
+            order = list(dict.fromkeys(to_hex(t.xorb) for t in _unpack_terms(bytes(row.terms))))
+            start = min((order.index(k) for k in chosen if k in order), default=0)
+            yield from order[start + 1 :]
 
     # -- files -----------------------------------------------------------------------------------
 

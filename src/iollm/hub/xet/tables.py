@@ -46,3 +46,14 @@ xorb_files = Table(
     Column("xorb", String(64), primary_key=True),
     Column("sha256", String(64), primary_key=True),
 )
+
+# The global dedup index (GET /v1/chunks/...): chunks hf_xet asks about, each with a xorb holding it.
+# Indexed are the chunks it asks about: those whose hash passes Xet's eligibility rule (last 8 bytes
+# as a little-endian u64 divisible by 1024), filled when a xorb is stored, and each recorded file's
+# first chunk, filled when the file is recorded. Who may learn of a xorb is decided per query.
+dedup_chunks = Table(
+    "hub_xet_dedup_chunks",
+    metadata,
+    Column("chunk", String(64), primary_key=True),
+    Column("xorb", String(64), primary_key=True),
+)
