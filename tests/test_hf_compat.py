@@ -182,3 +182,29 @@ def test_stale_parent_commit_is_refused(node: Node, published: dict, tmp_path: P
         """,
     )
     assert out == 412
+
+
+def test_lfs_uploads_still_work_for_users_who_turn_xet_off(node: Node, tmp_path: Path) -> None:
+    """A user may choose LFS (``HF_HUB_DISABLE_XET=1``): that path keeps working, bytes checked by SHA-256."""
+    import hashlib
+    import os
+
+    payload = os.urandom(3 << 20)
+    (tmp_path / "lfs").mkdir()
+    (tmp_path / "lfs" / "blob.bin").write_bytes(payload)
+    out = run_hf(
+        node,
+        tmp_path,
+        f"""
+        import hashlib
+        api = HfApi()
+        api.create_repo("local/via-lfs", exist_ok=True)
+        api.upload_folder(folder_path="{tmp_path / "lfs"}", repo_id="local/via-lfs")
+        path = hf_hub_download("local/via-lfs", "blob.bin", cache_dir="{tmp_path / "dl"}")
+        print(json.dumps({{"sha": hashlib.sha256(open(path, "rb").read()).hexdigest()}}))
+        """,
+        HF_HUB_DISABLE_XET="1",
+    )
+    assert out["sha"] == hashlib.sha256(payload).hexdigest()
+    entry = next(f for f in node.cli_json("show", "local/via-lfs")["files"] if f["path"] == "blob.bin")
+    assert entry["size"] == len(payload) and entry["sha256"] == out["sha"]  # computed by the node
