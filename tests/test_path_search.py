@@ -106,14 +106,14 @@ def exhaustive_best(search: Search) -> str:
 
 def test_space_size_and_validity() -> None:
     space = build_space(MODELS, "numeric", PRICES)
-    assert len(space) == 56  # 53 + mixed-model MoA with each aggregator
+    assert len(space) == 62  # 53 + mixed-model MoA with each aggregator, + pot-check of 3 models and 3 pairs
     assert len({c.name for c in space}) == len(space) and len({c.hash for c in space}) == len(space)
     for candidate in space:
         parse_graph(candidate.graph)
     cascade = next(c for c in space if c.name == "cascade:direct(small>mid>big)")
     assert cascade.assignment["models"] == [SMALL, MID, BIG]  # cheapest first, by price
     code = build_space(MODELS, "python_tests", PRICES)
-    assert len(code) == 53 and any(c.template == "verify" for c in code)
+    assert len(code) == 56 and any(c.template == "verify" for c in code)
     assert not any(c.template.startswith("program") for c in code)
 
 

@@ -76,6 +76,12 @@ def path_errors(as_json: bool) -> Iterator[None]:
             fail(str(exc), as_json, "search_failed")
 
 
+def _names(text: str | None) -> list[str] | None:
+    """A comma-separated option as a list (None when not given)."""
+    names = [n.strip() for n in (text or "").split(",") if n.strip()]
+    return names or None
+
+
 def _openai_url(ctx: Ctx, openai_url: str | None) -> str:
     return (openai_url or f"{ctx.endpoint}/v1").rstrip("/")
 
@@ -202,6 +208,15 @@ def search_cmd(
     max_tokens: Annotated[
         int | None, typer.Option("--max-tokens", help="Cap every call's completion tokens.")
     ] = None,
+    templates: Annotated[
+        str | None,
+        typer.Option(
+            "--templates", help="Only these templates, e.g. single,cascade,pot-check (default all)."
+        ),
+    ] = None,
+    styles: Annotated[
+        str | None, typer.Option("--styles", help="Only these prompt styles: direct, step (default both).")
+    ] = None,
     report_dir: Annotated[
         Path | None, typer.Option("--report-dir", help="Default ./path-search-<suite>-<time>/.")
     ] = None,
@@ -264,6 +279,8 @@ def search_cmd(
                 max_tasks,
                 max_tokens,
                 evaluator=evaluator,
+                templates=_names(templates),
+                styles=_names(styles),
             )
             try:
                 result = _search(ctx, url, config, prices, cache_path, as_json, warm=node is None)

@@ -20,7 +20,7 @@ from typing import Any
 
 from .baselines import compare_all, oracle, random_mix, random_routing, self_consistency_k
 from .clients import ModelClient
-from .evaluation import Evaluator, EvaluatorFactory, Progress
+from .evaluation import Evaluator, EvaluatorFactory, Progress, SearchError
 from .learned import Table, embed_tasks, learn_cascades, learn_routers
 from .pricing import PriceBook
 from .racing import front_pool, pick_best, plan_schedule, race
@@ -63,9 +63,19 @@ class Search:
         self.prices = prices
         self.split: SuiteSplit = config.suite.split(config.seed, config.heldout_fraction, config.max_tasks)
         checker = config.suite.checkers[0] if config.suite.tasks else "exact"
-        generated = build_space(config.models, checker, prices, config.seed, config.max_tokens)
-        if config.templates or config.styles:
-            generated = restrict(generated, config.templates, config.styles)
+        full = build_space(config.models, checker, prices, config.seed, config.max_tokens)
+        try:
+            generated = (
+                restrict(full, config.templates, config.styles) if config.templates or config.styles else full
+            )
+        except ValueError as exc:  # an unknown template or style: say which exist
+            known = sorted({c.template for c in full})
+            raise SearchError(f"{exc} (templates: {', '.join(known)}; styles: direct, step)") from None
+        # The baselines are single models whatever the restriction (a space of cascades alone still
+        # reports the best single model), in the restricted styles where there are such candidates.
+        singles = [c for c in full if c.template == "single"]
+        styled = [c for c in singles if not config.styles or c.params.get("style") in config.styles]
+        self.singles: list[Candidate] = styled or singles
         self.space: list[Candidate] = [*generated, *config.extra]
         self.learned: list[Candidate] = []  # fitted after the race (routers, logprob cascades)
         self.notes: list[str] = []
@@ -115,7 +125,7 @@ class Search:
             self.learned = await self._learn(stats, single)
         best = pick_best([*finalists, *self.learned], stats)
         baselines["self_consistency"] = self._self_consistency(stats, best, single)
-        singles = [c for c in self.space if c.template == "single"]
+        singles = self.singles
         # Only now: the held-out split, for the chosen path, the front, the learned paths and the baselines
         # (every single model: the oracle router, random routing and the cheapest model are made of them).
         pool = [best, *front, *self.learned, *singles, *(b for b in baselines.values() if b is not None)]
@@ -134,7 +144,7 @@ class Search:
         """Routers and logprob cascades fitted on the single models' search-split evaluations of the best
         single's prompt style; their figures are cross-validated (see ``learned``)."""
         style = single.params["style"]
-        singles = [c for c in self.space if c.template == "single" and c.params.get("style") == style]
+        singles = [c for c in self.singles if c.params.get("style") == style]
         if len(singles) < 2:
             return []
         tasks = self.split.search
@@ -207,7 +217,7 @@ class Search:
     async def _baselines(self, stats: dict[str, dict[str, Any]]) -> dict[str, Candidate | None]:
         """Best single model (every single candidate completed on the search split, counted apart from
         the search), self-consistency with it, and the all-models cheapest-first cascade."""
-        singles = [c for c in self.space if c.template == "single"]
+        singles = self.singles
         await self.evaluator.run([(c, t) for c in singles for t in self.split.search], "baseline")
         for c in singles:
             stats[c.name] = self.evaluator.figures(c, self.split.search)

@@ -19,6 +19,7 @@ from typing import Any
 from .graph import SCHEMA, parse_graph
 from .pricing import PriceBook
 from .roles import STEP_BY_STEP, role_prompt
+from .verifiers import COMPARE, SELFTEST_PICK, SELFTEST_SAMPLES, SELFTEST_TESTS
 
 # Every call asks for its tokens' log-probabilities: a single model's evaluation then carries its
 # confidence, so a logprob cascade's thresholds fit on the search split without a call more.
@@ -36,6 +37,7 @@ MAX_TOKENS = {
     "program": 128,
     "aggregate": 96,
     "code": 320,
+    "tests": 128,
 }
 
 # Base models without a chat template run on a "User:/Assistant:" transcript and tend to write both sides;
@@ -419,6 +421,96 @@ class _Builder:
                 "solve, run the examples in the sandbox, refine once on failure",
             )
 
+    def pot_check(self) -> None:
+        """Text suites: a program (program-of-thought) and a step-by-step answer of the same model; when
+        their final answers agree, that answer; else the step-by-step answer (one model) or the dearer
+        model's step-by-step answer (a cheap -> dearer pair, routed there only on disagreement). Every
+        model call is one the single and program candidates make too (the call cache pays it once)."""
+
+        def step(node_id: str, m: str) -> dict[str, Any]:
+            return _model(
+                node_id, m, "solver", self.styles["step"], self.tokens("step"), stop=self.stop("step")
+            )
+
+        def checked(m: str) -> list[dict[str, Any]]:
+            return [
+                _model("program", m, "solver", PROGRAM, MAX_TOKENS["program"]),
+                {"id": "run", "kind": "python", "code": PROGRAM_RUNNER},
+                step("step", m),
+                {"id": "compare", "kind": "python", "code": COMPARE},
+            ]
+
+        checks = [("program", "run"), ("run", "compare"), ("step", "compare")]
+        for m in self.models:
+            # the comparison prints nothing on disagreement, so the output falls through to the CoT answer
+            self.add(
+                f"pot-check({short(m)})",
+                "pot-check",
+                {"programmer": m, "solver": m},
+                {},
+                checked(m),
+                [*checks, ("compare", "out"), ("step", "out")],
+                "program and step-by-step answers; when they disagree, the step-by-step answer",
+            )
+        for i, a in enumerate(self.models):
+            for b in self.models[i + 1 :]:
+                gate = {
+                    "id": "gate",
+                    "kind": "route",
+                    "on": "{{compare}}",
+                    "default": "agree",
+                    "rules": [{"branch": "escalate", "pattern": r"\A\s*\Z"}],
+                }
+                self.add(
+                    f"pot-check({short(a)}>{short(b)})",
+                    "pot-check",
+                    {"programmer": a, "solver": a, "escalation": b},
+                    {},
+                    [*checked(a), gate, step("escalate", b)],
+                    [
+                        *checks,
+                        ("compare", "gate"),
+                        ("gate", "escalate", "escalate"),
+                        ("escalate", "out"),
+                        ("compare", "out"),
+                        ("step", "out"),
+                    ],
+                    f"program and step-by-step answers of {short(a)}; when they disagree, {short(b)} answers",
+                )
+
+    def selftest_bon(self) -> None:
+        """Code suites: best of n samples, judged by the model's own assert tests plus the task's docstring
+        examples, run in the sandbox. The samples are the vote samples (same prompt, seeds, temperature)."""
+        for m in self.models:
+            samples = [
+                _model(
+                    f"cand{i + 1}",
+                    m,
+                    "solver",
+                    self.styles["direct"],
+                    self.tokens("direct"),
+                    temperature=SAMPLE_TEMPERATURE,
+                    seed=self.seed + i,
+                )
+                for i in range(SELFTEST_SAMPLES)
+            ]
+            ids = [s["id"] for s in samples]
+            nodes = [
+                *samples,
+                _model("tests", m, "solver", SELFTEST_TESTS, MAX_TOKENS["tests"]),
+                {"id": "pick", "kind": "python", "code": SELFTEST_PICK},
+            ]
+            self.add(
+                f"selftest-bon@{SELFTEST_SAMPLES}({short(m)})",
+                "selftest-bon",
+                {"solver": m, "tester": m},
+                {"samples": SELFTEST_SAMPLES, "temperature": SAMPLE_TEMPERATURE},
+                nodes,
+                # the first sample is the answer when the picker itself fails
+                [*((i, "pick") for i in ids), ("tests", "pick"), ("pick", "out"), (ids[0], "out")],
+                f"{SELFTEST_SAMPLES} samples; the one passing most of its own asserts and the examples",
+            )
+
     def self_moa(self) -> None:
         """Self-MoA: samples of one model aggregated by the same model (samples are vote samples)."""
         for m in self.models:
@@ -496,8 +588,9 @@ def build_space(
     """Every candidate for ``models`` on a suite whose (main) checker is ``suite_checker``.
 
     Models are taken in price order (cheapest first), which also orders the cascades. For 3 models this
-    is 56 candidates on text suites and 53 on code suites (``python_tests``: program-aided templates are
-    replaced by solve-verify-refine, cascades check by running docstring examples). ``max_tokens`` caps
+    is 62 candidates on text suites and 56 on code suites (``python_tests``: program-aided templates, with
+    the program/step-by-step check ``pot-check``, are replaced by solve-verify-refine and self-tested
+    best-of-3 ``selftest-bon``, cascades check by running docstring examples). ``max_tokens`` caps
     every call's completion (a cheaper, cruder space for slow machines and tests)."""
     if not models:
         raise ValueError("the space needs at least one model")
@@ -513,8 +606,10 @@ def build_space(
     builder.critique_refine()
     if builder.code:
         builder.verify()
+        builder.selftest_bon()
     else:
         builder.program()
+        builder.pot_check()
     builder.self_moa()
     if len(ordered) > 1:
         builder.moa()
