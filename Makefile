@@ -7,7 +7,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PORT ?= 8700
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
-export HF_HUB_DISABLE_TELEMETRY := 1
 
 UI_BUILD := src/iollm/editor/static/index.html
 UI_DEPS := web/node_modules/.installed

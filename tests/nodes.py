@@ -55,9 +55,9 @@ class Node:
             IOLLM_HOME=str(self.home),
             IOLLM_ENDPOINT=self.url,
             IOLLM_NO_PROGRESS="1",
-            HF_HUB_DISABLE_TELEMETRY="1",
         )
         env.pop("IOLLM_TOKEN", None)
+        env.pop("HF_HUB_DISABLE_TELEMETRY", None)  # the client on its defaults
         env.update(extra)
         return env
 
@@ -187,14 +187,13 @@ class Provider:
 def run_hf(node: Node, tmp_path: Path, code: str, token: str | None = None, **extra_env: str) -> dict:
     """Unmodified huggingface_hub on its defaults (hf_xet installed, Xet uploads) in a fresh interpreter
     (it reads HF_ENDPOINT at import); the code's last printed line is JSON. ``extra_env`` adds variables
-    (``HF_HUB_DISABLE_XET="1"`` to take the LFS path instead)."""
+    (only the test of a user who chooses LFS sets one: ``HF_HUB_DISABLE_XET="1"``)."""
     import json
 
     env = node.env(
         HF_ENDPOINT=node.url,
         HF_HOME=str(tmp_path / "hf-home"),
         HF_TOKEN=token if token is not None else node.token,
-        HF_HUB_DISABLE_TELEMETRY="1",
         **extra_env,
     )
     script = "import json\nfrom huggingface_hub import *\n" + textwrap.dedent(code)
