@@ -80,18 +80,23 @@ class OpenAIClient:
         self.gate = asyncio.Semaphore(concurrency)
         self._revisions: dict[str, str] = {}
 
-    async def chat(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> CallResult:
-        body = {"model": model, "messages": messages, **{k: v for k, v in params.items() if v is not None}}
+    async def _post(self, route: str, body: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        """POST ``body`` to ``route`` within the concurrency gate: the JSON answer and the seconds it took
+        (an error answer raised as the node's own error)."""
         async with self.gate:
             started = time.perf_counter()
             try:
-                reply = await self.http.post(f"{self.base_url}/chat/completions", json=body)
+                reply = await self.http.post(f"{self.base_url}/{route}", json=body)
             except httpx.TransportError as exc:
                 raise IollmError(f"cannot reach {self.base_url}: {exc.__class__.__name__}") from exc
             seconds = time.perf_counter() - started
         if reply.status_code >= 400:
             raise error_from_json(reply.status_code, reply.json())
-        data = reply.json()
+        return reply.json(), seconds
+
+    async def chat(self, model: str, messages: list[dict[str, str]], params: dict[str, Any]) -> CallResult:
+        body = {"model": model, "messages": messages, **{k: v for k, v in params.items() if v is not None}}
+        data, seconds = await self._post("chat/completions", body)
         usage = data.get("usage") or {}
         # The cache key's revision comes from revision() (the full commit) only: taking it from
         # system_fingerprint here would change the key of the same call after a model's first call.
@@ -106,18 +111,7 @@ class OpenAIClient:
 
     async def embed(self, model: str, texts: list[str]) -> Embedded:
         """``/v1/embeddings`` of ``texts`` with ``model``: the node's own vectors, no outside service."""
-        async with self.gate:
-            started = time.perf_counter()
-            try:
-                reply = await self.http.post(
-                    f"{self.base_url}/embeddings", json={"model": model, "input": texts}
-                )
-            except httpx.TransportError as exc:
-                raise IollmError(f"cannot reach {self.base_url}: {exc.__class__.__name__}") from exc
-            seconds = time.perf_counter() - started
-        if reply.status_code >= 400:
-            raise error_from_json(reply.status_code, reply.json())
-        data = reply.json()
+        data, seconds = await self._post("embeddings", {"model": model, "input": texts})
         rows = sorted(data["data"], key=lambda r: r["index"])
         tokens = (data.get("usage") or {}).get("prompt_tokens", 0)
         return Embedded(model, [list(map(float, r["embedding"])) for r in rows], tokens, seconds)
