@@ -223,12 +223,12 @@ def test_path_search_on_cluster_runs_as_jobs_that_the_submission_names(pool, tmp
         "local/smol",
         "--on-cluster",
         "--budget",
-        "11",
+        "14",
     )
     args += ("--max-tokens", "6", "--report-dir", str(tmp_path / "report"), "--no-cache")
     result = node.cli_json(*args)
     assert result["jobs"] and result["calls_made"] > 0 and result["heldout"]["n"] == 2
-    assert result["evaluations_used"] <= 11 < result["evaluations_exhaustive"]
+    assert result["evaluations_used"] <= 14 < result["evaluations_exhaustive"]
     ran_on: set[str] = set()
     for job_id in result["jobs"]:
         job = api(node, "GET", f"/api/jobs/{job_id}").json()
