@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from _harness import BenchNode, emit, scratch
+from iollm.paths.candidate import Candidate
 from iollm.paths.catalog import load_suite
 from iollm.paths.clients import (
     CachedClient,
@@ -41,7 +42,6 @@ from iollm.paths.pricing import PriceBook, node_prices
 from iollm.paths.racing import pick_best
 from iollm.paths.search import Search, SearchConfig
 from iollm.paths.search_result import heldout_figures
-from iollm.paths.space import Candidate
 from iollm.paths.stats import paired_bootstrap
 
 MODELS = ["iollm/smollm2-135m-instruct", "iollm/gemma-3-270m", "iollm/qwen2.5-coder-0.5b-instruct"]

@@ -4,7 +4,7 @@ at equal cost, and the plain verdict (LLMRouterBench: say when the chosen path d
 from __future__ import annotations
 
 from iollm.paths.baselines import compare_all, oracle, random_mix, random_routing, self_consistency_k
-from iollm.paths.space import Candidate
+from iollm.paths.candidate import Candidate
 
 
 def rec(scores: list[float], cost: float) -> list[dict]:

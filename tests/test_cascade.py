@@ -122,7 +122,7 @@ def test_bad_logprob_threshold_is_refused() -> None:
 
 
 def test_space_has_mixture_of_agents_sharing_single_calls() -> None:
-    from iollm.paths.space import call_signatures
+    from iollm.paths.call_plan import call_signatures
 
     space = build_space(["m/a", "m/b", "m/c"], "numeric")
     moa = [c for c in space if c.template == "moa"]

@@ -142,9 +142,9 @@ class FakeNode:
 
 def test_a_rounds_jobs_run_side_by_side(monkeypatch) -> None:
     from iollm.paths import cluster_search
+    from iollm.paths.candidate import Candidate
     from iollm.paths.cluster_search import ClusterEvaluator
     from iollm.paths.pricing import PriceBook
-    from iollm.paths.space import Candidate
     from iollm.paths.task import Task
 
     monkeypatch.setattr(cluster_search, "POLL_SECONDS", 0.0)

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from iollm.database import open_database
+from iollm.paths.call_plan import call_signatures, projected_calls
 from iollm.paths.checkers import check
 from iollm.paths.clients import CachedClient, CallCache, RecordedClient
 from iollm.paths.evaluation import Evaluator, SearchError, evaluate_unit_async
@@ -27,7 +28,7 @@ from iollm.paths.leaderboard import metadata as leaderboard_metadata
 from iollm.paths.pricing import PriceBook, prices_from_json, prices_to_json
 from iollm.paths.racing import _cut, pick_best, plan_schedule, race
 from iollm.paths.search import Search, SearchConfig
-from iollm.paths.space import build_space, call_signatures, projected_calls
+from iollm.paths.space import build_space
 from iollm.paths.stats import bootstrap_ci, bounds, paired_bootstrap, pareto_front, wilson
 from iollm.paths.suites import Suite, Task
 

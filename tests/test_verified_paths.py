@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from iollm.paths.call_plan import call_signatures
+from iollm.paths.candidate import Candidate
 from iollm.paths.checkers import extract_code
 from iollm.paths.clients import RecordedClient
 from iollm.paths.evaluation import SearchError
@@ -17,7 +19,7 @@ from iollm.paths.executor import Executor, RunResult
 from iollm.paths.graph import parse_graph
 from iollm.paths.pricing import PriceBook
 from iollm.paths.search import Search, SearchConfig
-from iollm.paths.space import Candidate, build_space, call_signatures, restrict
+from iollm.paths.space import build_space, restrict
 from iollm.paths.suites import Suite, Task
 
 SMALL, MID, BIG = "t/small", "t/mid", "t/big"

@@ -17,12 +17,12 @@ from typing import Any
 from ..database import Database
 from ..errors import NotFound, ProtocolError
 from ..hub import Hub, Identity
+from ..paths.candidate import Candidate
 from ..paths.clients import CachedClient, CallCache, SerialPerModel
 from ..paths.evaluation import SearchError
 from ..paths.graph import GraphError, parse_graph
 from ..paths.search import Search, SearchConfig
 from ..paths.serving import RuntimeClient
-from ..paths.space import Candidate
 from ..paths.stats import pareto_front
 from ..runtime import Runtime
 from .prices import price_book

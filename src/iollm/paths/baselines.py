@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .space import Candidate
+from .candidate import Candidate
 from .stats import bootstrap_ci, paired_bootstrap
 
 Records = Sequence[Mapping[str, Any]]

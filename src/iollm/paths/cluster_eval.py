@@ -16,12 +16,12 @@ from typing import Any
 from ..compute import register_kind
 from ..compute.local_models import chat_once
 from ..errors import NotFound, ProtocolError
+from .call_plan import call_signatures
 from .catalog import load_suite
 from .clients import CallResult
 from .evaluation import evaluate_unit_async
 from .graph import GraphError, parse_graph
 from .pricing import prices_from_json
-from .space import call_signatures
 from .suites import SuiteError, task_from_json
 
 DEFAULT_BATCH = 8

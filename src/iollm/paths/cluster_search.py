@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from functools import partial
 
 from ..protocol import NodeClient
+from .candidate import Candidate
 from .evaluation import Evaluator, SearchError
 from .pricing import prices_to_json
-from .space import Candidate
 from .task import Task
 
 POLL_SECONDS = 0.25  # between polls of a node that does not long-poll

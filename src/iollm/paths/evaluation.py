@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .candidate import Candidate
 from .catalog import load_suite
 from .checkers import check
 from .clients import CachedClient, CallCache, ModelClient, OpenAIClient, SerialPerModel
@@ -22,7 +23,6 @@ from .executor import Executor
 from .graph import Graph, parse_graph
 from .pricing import PriceBook, prices_from_json
 from .sandbox import Sandbox
-from .space import Candidate
 from .stats import bounds
 from .task import Task
 

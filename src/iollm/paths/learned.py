@@ -21,12 +21,12 @@ from typing import Any
 
 import numpy as np
 
+from .candidate import Candidate, short
 from .clients import CallResult, ModelClient
 from .confidence import METRICS
 from .graph import SCHEMA, parse_graph
 from .pricing import PriceBook
 from .routers import knn, mf
-from .space import Candidate, short
 from .stats import bounds
 from .task import Task
 

@@ -23,8 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .call_plan import calls_per_task
+from .candidate import Candidate
 from .evaluation import Evaluator, SearchError
-from .space import Candidate, calls_per_task
 from .stats import pareto_front
 from .task import Task
 

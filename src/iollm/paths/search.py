@@ -19,14 +19,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from .baselines import compare_all, oracle, random_mix, random_routing, self_consistency_k
+from .call_plan import projected_calls
+from .candidate import Candidate
 from .clients import ModelClient
 from .evaluation import Evaluator, EvaluatorFactory, Progress, SearchError
 from .learned import Table, embed_tasks, learn_cascades, learn_routers
 from .pricing import PriceBook
 from .racing import front_pool, pick_best, plan_schedule, race
 from .search_result import Outcome, heldout_figures, search_result, tally
-from .space import VOTE_KS, Candidate, build_space, projected_calls, restrict
+from .space import build_space, restrict
 from .suites import Suite, SuiteSplit
+from .template_texts import VOTE_KS
 
 
 @dataclass

@@ -10,9 +10,9 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from .candidate import Candidate
 from .pricing import prices_to_json
 from .racing import Round, Schedule, coarse, pick_best
-from .space import Candidate
 from .stats import bootstrap_ci, paired_bootstrap, pareto_front
 
 if TYPE_CHECKING:

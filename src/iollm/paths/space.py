@@ -10,172 +10,32 @@ model's answer, its agreement sample is a vote sample, Self-MoA's samples are vo
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
+from .candidate import Candidate, by_price, short
 from .graph import SCHEMA, parse_graph
 from .pricing import PriceBook
-from .roles import STEP_BY_STEP, role_prompt
+from .roles import role_prompt
+from .template_texts import (
+    CASCADE_CODE_TEST,
+    CODE_CHECKER,
+    CODE_PLAN_SOLVE,
+    CODE_REFINE,
+    CODE_STYLES,
+    DIRECT_STOP,
+    LOGPROBS,
+    MAX_TOKENS,
+    MOA_SAMPLES,
+    PLAN_SOLVE,
+    PROGRAM,
+    PROGRAM_RUNNER,
+    SAMPLE_TEMPERATURE,
+    STOP,
+    TEXT_STYLES,
+    VOTE_KS,
+)
 from .verifiers import COMPARE, SELFTEST_PICK, SELFTEST_SAMPLES, SELFTEST_TESTS
-
-# Every call asks for its tokens' log-probabilities: a single model's evaluation then carries its
-# confidence, so a logprob cascade's thresholds fit on the search split without a call more.
-LOGPROBS = {"logprobs": True}
-SAMPLE_TEMPERATURE = 0.7  # the executor's default for votes and agreement samples
-VOTE_KS = (3, 5)
-MOA_SAMPLES = 3
-
-# Completion budgets: small enough for CPU inference, long enough for each role's job.
-MAX_TOKENS = {
-    "direct": 32,
-    "step": 128,
-    "plan": 96,
-    "critique": 64,
-    "program": 128,
-    "aggregate": 96,
-    "code": 320,
-    "tests": 128,
-}
-
-# Base models without a chat template run on a "User:/Assistant:" transcript and tend to write both sides;
-# a short direct answer also ends at its first blank line.
-STOP = ["\nUser:", "\nAssistant:"]
-DIRECT_STOP = [*STOP, "\n\n"]
-
-TEXT_STYLES = {
-    "direct": "{{input}}\nReply with only the final answer.",
-    "step": STEP_BY_STEP,
-}
-CODE_STYLES = {
-    "direct": "Complete this Python function. Reply with the whole function in a ```python block.\n\n{{input}}",
-    "step": (
-        "Complete this Python function. First say in one sentence how it works, then give the whole "
-        "function in a ```python block.\n\n{{input}}"
-    ),
-}
-
-PLAN_SOLVE = (
-    "Task: {{input}}\n\nPlan:\n{{plan}}\n\n"
-    "Follow the plan. Give the final answer on the last line as 'Answer: ...'."
-)
-CODE_PLAN_SOLVE = (
-    "{{input}}\n\nPlan:\n{{plan}}\n\nFollowing the plan, complete the function. "
-    "Reply with the whole function in a ```python block."
-)
-PROGRAM = (
-    "Write a short Python program that computes the answer to this question and prints it.\n\n"
-    "Question: {{input}}\n\nReply with only the code in a ```python block."
-)
-CODE_REFINE = (
-    "{{input}}\n\nThis attempt failed its checks:\n{{solve}}\n\nCheck output:\n{{check}}\n\n"
-    "Write a corrected version. Reply with the whole function in a ```python block."
-)
-
-# The model's program sits in an inert raw string at the end of the sandboxed file; this runner reads it
-# back from the file, so a syntax error in it is a clean failure, and a bare last expression is printed.
-_REGION_START = "\n# --- program ---\nr'''\n"
-_REGION_END = "\n'''\n# --- end ---\n"
-_READ_REGION = (
-    "_text = open(__file__, encoding='utf-8').read()\n"
-    "_marker = '\\n# --- program ---\\nr' + \"'''\" + '\\n'\n"
-    "_start = _text.index(_marker) + len(_marker)\n"
-    "_program = _text[_start:_text.rindex('\\n' + \"'''\" + '\\n# --- end ---')]\n"
-)
-PROGRAM_RUNNER = (
-    "import ast\n" + _READ_REGION + "_tree = ast.parse(_program)\n"
-    "if _tree.body and isinstance(_tree.body[-1], ast.Expr):\n"
-    "    _last = _tree.body[-1].value\n"
-    "    if not (isinstance(_last, ast.Call) and getattr(_last.func, 'id', '') == 'print'):\n"
-    "        _tree.body[-1] = ast.Expr(ast.Call(ast.Name('print', ast.Load()), [_last], []))\n"
-    "        ast.fix_missing_locations(_tree)\n"
-    "exec(compile(_tree, 'program.py', 'exec'), {'__name__': '__main__'})\n"
-    "raise SystemExit(0)\n" + _REGION_START + "{{program}}" + _REGION_END
-)
-# Runs a code answer and the examples in its docstrings; prints PASS or FAIL with the reason, never fails.
-CODE_CHECKER = (
-    "import doctest, types\n" + _READ_REGION + "def _verdict():\n"
-    "    try:\n"
-    "        code = compile(_program, 'solution.py', 'exec')\n"
-    "    except SyntaxError as exc:\n"
-    "        return f'FAIL: SyntaxError: {exc.msg} (line {exc.lineno})'\n"
-    "    space = {'__name__': 'solution'}\n"
-    "    try:\n"
-    "        exec(code, space)\n"
-    "    except BaseException as exc:\n"
-    "        return f'FAIL: {type(exc).__name__}: {exc}'\n"
-    "    failures = []\n"
-    "    for name, obj in list(space.items()):\n"
-    "        if isinstance(obj, types.FunctionType) and obj.__doc__ and '>>>' in obj.__doc__:\n"
-    "            runner, out = doctest.DocTestRunner(verbose=False), []\n"
-    "            test = doctest.DocTestParser().get_doctest(obj.__doc__, space, name, 'solution.py', 0)\n"
-    "            runner.run(test, out=out.append)\n"
-    "            if runner.failures:\n"
-    "                failures.append(''.join(out)[-400:])\n"
-    "    return 'FAIL: ' + '\\n'.join(failures) if failures else 'PASS'\n"
-    "print(_verdict())\n"
-    "raise SystemExit(0)\n" + _REGION_START + "{{solve}}" + _REGION_END
-)
-# Appended to a cascade answer's code: fails (and escalates) when a docstring example does not hold.
-CASCADE_CODE_TEST = (
-    "import doctest as _doctest, types as _types\n"
-    "for _name, _obj in list(globals().items()):\n"
-    "    if isinstance(_obj, _types.FunctionType) and _obj.__doc__ and '>>>' in _obj.__doc__:\n"
-    "        _runner = _doctest.DocTestRunner(verbose=False)\n"
-    "        _test = _doctest.DocTestParser().get_doctest(_obj.__doc__, globals(), _name, 'solution.py', 0)\n"
-    "        _runner.run(_test, out=lambda _s: None)\n"
-    "        if _runner.failures:\n"
-    "            raise SystemExit(1)\n"
-)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One point of the space: a named template instance and the graph that runs it. Names are unique
-    within a space, so a candidate is identified (compared, hashed) by its name and template."""
-
-    name: str
-    template: str
-    assignment: dict[str, Any] = field(compare=False)
-    params: dict[str, Any] = field(compare=False)
-    graph: dict[str, Any] = field(repr=False, compare=False)
-
-    @property
-    def hash(self) -> str:
-        return parse_graph(self.graph).canonical_hash()
-
-    @property
-    def models(self) -> list[str]:
-        return sorted(
-            {
-                m
-                for n in self.graph["nodes"]
-                for m in ([n["model"]] if n.get("model") else n.get("models", []))
-            }
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "template": self.template,
-            "assignment": self.assignment,
-            "params": self.params,
-            "graph": self.graph,
-        }
-
-
-def short(model: str) -> str:
-    """``iollm/qwen2.5-coder-0.5b-instruct`` -> ``qwen2.5-coder-0.5b-instruct`` (names stay readable)."""
-    return model.rsplit("/", 1)[-1]
-
-
-def by_price(models: Iterable[str], prices: PriceBook) -> list[str]:
-    """Cheapest first: prompt plus completion price per token, then the id (a stable order)."""
-    return sorted(
-        models, key=lambda m: (prices.price(m).prompt_per_million + prices.price(m).completion_per_million, m)
-    )
 
 
 def _graph(
@@ -631,82 +491,3 @@ def restrict(
     if not out:
         raise ValueError("no candidate is left after restricting the space's templates and styles")
     return out
-
-
-# ---------------------------------------------------------------------------------------------------
-# Projected calls
-
-
-def _params(
-    node: dict[str, Any], seed: int, offset: int = 0, temperature: float | None = None
-) -> dict[str, Any]:
-    """The executor's parameter rules (see ``Executor._params``), to name calls before making them."""
-    params = dict(node.get("params") or {})
-    params.setdefault("temperature", 0.0 if temperature is None else temperature)
-    if temperature is not None:
-        params["temperature"] = temperature
-    params.setdefault("max_tokens", 256)
-    params["seed"] = int(params.get("seed", seed)) + offset
-    return params
-
-
-def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def call_signatures(graph: dict[str, Any], seed: int = 0) -> list[str]:
-    """Symbolic identities of every model call the graph can make on one task (an upper bound: every
-    cascade stage and every branch counted). Two graphs that would make the same call get the same
-    signature, so the union over a space is what the call cache will actually pay for."""
-    parsed = parse_graph(graph)
-    produced: dict[str, str] = {}
-    calls: list[str] = []
-    for level in parsed.order():
-        for node_id in level:
-            node = parsed.node(node_id)
-            raw = {"kind": node.kind, **node.config}
-            upstream = [produced[e.source] for e in parsed.upstream(node_id)]
-            prompt = [node.get("prompt") or node.get("role"), node.get("system")]
-            if node.kind == "model":
-                sig = _key(node.get("model"), prompt, _params(raw, seed), upstream)
-                calls.append(sig)
-            elif node.kind == "vote":
-                temperature = float(node.get("temperature", SAMPLE_TEMPERATURE))
-                sigs = [
-                    _key(node.get("model"), prompt, _params(raw, seed, i, temperature), upstream)
-                    for i in range(int(node.get("k")))
-                ]
-                calls += sigs
-                sig = _key("vote", sigs)
-            elif node.kind == "cascade":
-                sigs = []
-                for model in node.get("models"):
-                    sigs.append(_key(model, prompt, _params(raw, seed), upstream))
-                    if node.get("check", "agreement") == "agreement":
-                        sigs += [
-                            _key(model, prompt, _params(raw, seed, i + 1, SAMPLE_TEMPERATURE), upstream)
-                            for i in range(int(node.get("samples", 2)) - 1)
-                        ]
-                calls += sigs
-                sig = _key("cascade", sigs)
-            else:
-                sig = _key(node.kind, raw, upstream)
-            produced[node_id] = sig
-    return calls
-
-
-def projected_calls(candidates: list[Candidate], n_tasks: int, seed: int = 0) -> dict[str, int]:
-    """Model calls needed to evaluate every candidate on ``n_tasks`` tasks: ``naive`` (each candidate
-    pays for its own calls) and ``unique`` (identical calls made once, what the call cache pays)."""
-    per_task = 0
-    unique: set[str] = set()
-    for candidate in candidates:
-        signatures = call_signatures(candidate.graph, seed)
-        per_task += len(signatures)
-        unique.update(signatures)
-    return {"per_task": per_task, "naive": per_task * n_tasks, "unique": len(unique) * n_tasks}
-
-
-def calls_per_task(candidate: Candidate, seed: int = 0) -> int:
-    """Upper bound of the model calls one task costs this candidate."""
-    return len(call_signatures(candidate.graph, seed))
