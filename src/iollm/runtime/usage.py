@@ -20,6 +20,12 @@ from sqlalchemy import Boolean, Column, Float, Integer, MetaData, String, Table,
 from ..database import Database, utc_now_iso
 
 log = logging.getLogger("iollm.runtime")
+
+# The writer waits this long after a call's record before writing it, gathering what comes meanwhile:
+# a write holds the GIL for about half a millisecond of SQLAlchemy work, and started at once it would
+# compete with the very response whose record it is. Billing reads records every half second.
+BATCH_DELAY_S = 0.05
+BATCH_MAX = 500
 metadata = MetaData()
 
 usage = Table(
@@ -92,9 +98,10 @@ class UsageLog:
                 stop = True
             else:
                 batch.append(entry)
-            while not stop and len(batch) < 500:
+            deadline = time.monotonic() + BATCH_DELAY_S
+            while not stop and len(batch) < BATCH_MAX:
                 try:
-                    nxt = self._queue.get_nowait()
+                    nxt = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
                 except queue.Empty:
                     break
                 taken += 1
