@@ -34,6 +34,7 @@ from ..runtime import (
     make_factory,
     metrics_router,
     ollama_router,
+    openai_hot_routes,
     openai_router,
 )
 from ..runtime.environments import Environments
@@ -177,4 +178,5 @@ def create_app(parts: NodeParts) -> FastAPI:
     app.include_router(hf_router)
     # Must stay last: Hugging Face paths start with the namespace (/{ns}/{name}/resolve/...).
     app.add_api_route("/{path:path}", hf_catch_all, methods=["GET", "HEAD", "POST"], include_in_schema=False)
+    app.router.routes[:0] = openai_hot_routes()  # matched before any other route (see hot_routes)
     return app

@@ -8,6 +8,7 @@ from .environments import Environments
 from .manager import ModelManager, Overloaded
 from .metrics import router as metrics_router
 from .ollama_api import router as ollama_router
+from .openai_api import hot_routes as openai_hot_routes
 from .openai_api import router as openai_router
 from .resolve import ModelNotFound, ModelSpec, NotRunnable, Resolver, split_model_id
 from .service import Call, Runtime, params_for
@@ -43,6 +44,7 @@ __all__ = [
     "make_factory",
     "metrics_router",
     "ollama_router",
+    "openai_hot_routes",
     "openai_router",
     "params_for",
     "parse_envfile",
