@@ -36,6 +36,7 @@ from ..runtime import (
     ollama_router,
     openai_hot_routes,
     openai_router,
+    responses_router,
 )
 from ..runtime.environments import Environments
 from ..runtime.environments_api import router as environments_router
@@ -162,6 +163,7 @@ def create_app(parts: NodeParts) -> FastAPI:
         return JSONResponse({"standardEnvVars": [], "harnesses": {}})
 
     app.include_router(openai_router)
+    app.include_router(responses_router)  # POST /v1/responses, on the chat route's checks and calls
     app.include_router(ollama_router)
     app.include_router(ollama_models_router)  # pull, push, create, blobs, copy, delete
     app.include_router(usage_router)

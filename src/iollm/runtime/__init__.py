@@ -10,6 +10,7 @@ from .metrics import router as metrics_router
 from .ollama_api import router as ollama_router
 from .openai_api import hot_routes as openai_hot_routes
 from .openai_api import router as openai_router
+from .openai_responses import router as responses_router
 from .resolve import ModelNotFound, ModelSpec, NotRunnable, Resolver, split_model_id
 from .service import Call, Runtime, params_for
 from .usage import UsageLog, UsageRecord
@@ -48,6 +49,7 @@ __all__ = [
     "openai_router",
     "params_for",
     "parse_envfile",
+    "responses_router",
     "split_model_id",
     "usage_metadata",
 ]

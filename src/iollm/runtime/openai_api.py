@@ -26,7 +26,8 @@ import base64
 import json
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -298,9 +299,22 @@ def _epoch(iso: str) -> int:
     return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
 
 
-@router.post("/chat/completions")
-async def chat_completions(request: Request, who: Identity = Depends(caller)):
-    body: ChatRequest = await parse(request, ChatRequest)
+@dataclass
+class ChatTurn:
+    """A checked chat request, ready to run: ``start(params)`` begins one call (one choice) with the
+    sampling values of one of ``each``. Shared by /v1/chat/completions and /v1/responses."""
+
+    spec: Any
+    each: list[dict[str, Any]]
+    plan: ToolPlan
+    top: int | None
+    start: Callable[[dict[str, Any]], Call]
+
+
+def prepare_chat(rt: Runtime, who: Identity, body: ChatRequest) -> ChatTurn:
+    """Every check of a chat request, in the order that names the first error best: unknown fields,
+    logprobs, tools, format and sampling before the model is looked up (a bad value is a 400 whatever
+    the model), the model (404) before the messages."""
     refuse_unknown(body.model_extra or {})
     top = chat_logprobs(body.logprobs, body.top_logprobs)
     plan = plan_tools(body.tools, body.tool_choice, body.parallel_tool_calls)
@@ -310,10 +324,8 @@ async def chat_completions(request: Request, who: Identity = Depends(caller)):
             "response_format cannot be combined with tools here: the format's grammar would forbid calls",
             param="response_format",
         )
-    wanted = sampling(body)  # a bad value is refused before the model is looked up
-    each = choices_wanted(wanted)
-    rt = runtime(request)
-    spec = rt.resolve(who, body.model)  # an unknown model is a 404 before bad messages are a 400
+    each = choices_wanted(sampling(body))
+    spec = rt.resolve(who, body.model)
     messages = chat_messages(body.messages)
 
     def start(params: dict[str, Any]) -> Call:
@@ -329,13 +341,26 @@ async def chat_completions(request: Request, who: Identity = Depends(caller)):
             grammar_param="tool_choice" if plan.grammar else "response_format",
         )
 
+    return ChatTurn(spec, each, plan, top, start)
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, who: Identity = Depends(caller)):
+    body: ChatRequest = await parse(request, ChatRequest)
+    turn = prepare_chat(runtime(request), who, body)
     if body.stream:
-        call = start(each[0])
+        call = turn.start(turn.each[0])
         pieces = await first_then_rest(call)
         include = bool((body.stream_options or {}).get("include_usage"))
-        later = [partial(start, params) for params in each[1:]]
+        later = [partial(turn.start, params) for params in turn.each[1:]]
         events = stream_choices(
-            call, pieces, later, chat_choice(plan, top), "chat.completion.chunk", body.model, include
+            call,
+            pieces,
+            later,
+            chat_choice(turn.plan, turn.top),
+            "chat.completion.chunk",
+            body.model,
+            include,
         )
         return StreamingResponse(
             events, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
@@ -343,10 +368,10 @@ async def chat_completions(request: Request, who: Identity = Depends(caller)):
     # n > 1: one call per choice, one after another (each waits for an engine slot like any request,
     # and none can be refused for a full queue halfway); each writes its own usage record
     calls, results = [], []
-    for params in each:
-        calls.append(start(params))
+    for params in turn.each:
+        calls.append(turn.start(params))
         results.append(await collect_scored(calls[-1]))
-    return JSONResponse(chat_json(body.model, spec, calls, results, plan, top))
+    return JSONResponse(chat_json(body.model, turn.spec, calls, results, turn.plan, turn.top))
 
 
 def chat_json(
