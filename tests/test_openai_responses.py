@@ -137,6 +137,11 @@ def test_function_call_round_trip(client: openai.OpenAI) -> None:
     )
     assert not [item for item in answer.output if item.type == "function_call"]
     assert "21" in answer.output_text or "sunny" in answer.output_text.lower(), answer.output_text
+    streamed_text = client.responses.stream(  # tools on, text out: the message is sent once it is known
+        model=QWEN, input=then, tools=[WEATHER], temperature=0, max_output_tokens=60
+    )
+    with streamed_text as s:
+        assert s.get_final_response().output_text.strip()
     forced = client.responses.create(
         model=QWEN,
         input="Hello!",

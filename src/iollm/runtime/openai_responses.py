@@ -321,56 +321,21 @@ async def stream_response(
         if live:
             yield event("response.output_text.done", **ids, text=whole, logprobs=[])
             yield event("response.content_part.done", **ids, part=item["content"][0])
-        elif item["type"] == "message":
+        elif item["type"] == "message":  # text before a tool call: known only now, sent whole
+            at = {"item_id": item["id"], "output_index": index, "content_index": 0}
+            done = item["content"][0]
             yield event("response.output_item.added", output_index=index, item=dict(item, content=[]))
-            yield event(
-                "response.content_part.added",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                part=dict(item["content"][0], text=""),
-            )
-            yield event(
-                "response.output_text.delta",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                delta=item["content"][0]["text"],
-                logprobs=[],
-            )
-            yield event(
-                "response.output_text.done",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                text=item["content"][0]["text"],
-                logprobs=[],
-            )
-            yield event(
-                "response.content_part.done",
-                item_id=item["id"],
-                output_index=index,
-                content_index=0,
-                part=item["content"][0],
-            )
+            yield event("response.content_part.added", **at, part=dict(done, text=""))
+            yield event("response.output_text.delta", **at, delta=done["text"], logprobs=[])
+            yield event("response.output_text.done", **at, text=done["text"], logprobs=[])
+            yield event("response.content_part.done", **at, part=done)
         else:
+            at = {"item_id": item["id"], "output_index": index}
+            started = dict(item, arguments="", status="in_progress")
+            yield event("response.output_item.added", output_index=index, item=started)
+            yield event("response.function_call_arguments.delta", **at, delta=item["arguments"])
             yield event(
-                "response.output_item.added",
-                output_index=index,
-                item=dict(item, arguments="", status="in_progress"),
-            )
-            yield event(
-                "response.function_call_arguments.delta",
-                item_id=item["id"],
-                output_index=index,
-                delta=item["arguments"],
-            )
-            yield event(
-                "response.function_call_arguments.done",
-                item_id=item["id"],
-                output_index=index,
-                name=item["name"],
-                arguments=item["arguments"],
+                "response.function_call_arguments.done", **at, name=item["name"], arguments=item["arguments"]
             )
         yield event("response.output_item.done", output_index=index, item=item)
     final = shape.response("completed", items, call)
