@@ -182,6 +182,7 @@ def test_what_is_not_supported_is_refused_by_name(client: openai.OpenAI) -> None
         ({"tools": [{"type": "web_search"}]}, "tools"),
         ({"text": {"format": {"type": "yaml"}}}, "text.format"),
         ({"max_output_tokens": 0}, "max_output_tokens"),
+        ({"service_tier": "flex"}, "service_tier"),
     ):
         asked = {"model": SMOL, "input": "hi", **extra}
         with pytest.raises(openai.BadRequestError) as caught:

@@ -35,7 +35,7 @@ from .tools import split_tool_calls
 router = APIRouter(prefix="/v1")
 
 # Fields of a Responses request with no effect on the answer, accepted as they are.
-_HARMLESS = {"user", "metadata", "safety_identifier", "prompt_cache_key", "service_tier"}
+_HARMLESS = {"user", "metadata", "safety_identifier", "prompt_cache_key"}
 # Chat parameter names as a Responses user knows them (errors raised by the chat checks name these).
 _PARAM_NAMES = {
     "messages": "input",
@@ -72,6 +72,8 @@ def _refuse_unsupported(body: ResponsesRequest) -> None:
         raise ProtocolError("only truncation 'disabled' is supported", param="truncation")
     for name, value in (body.model_extra or {}).items():
         if name in _HARMLESS or value is None or (name == "include" and value == []):
+            continue
+        if name == "service_tier" and value in ("auto", "default"):  # as on the chat route
             continue
         raise ProtocolError(
             f"the parameter {name!r} is not supported by this node on /v1/responses "
