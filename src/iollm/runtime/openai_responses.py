@@ -27,15 +27,22 @@ from pydantic import BaseModel, ConfigDict
 from ..errors import IollmError, NotFound, ProtocolError
 from ..hub import Identity
 from ..hub.deps import caller
-from .openai_api import ChatRequest, ChatTurn, collect_scored, finish, parse, prepare_chat, runtime
+from .openai_api import (
+    ChatRequest,
+    ChatTurn,
+    collect_scored,
+    finish,
+    parse,
+    prepare_chat,
+    refuse_unknown,
+    runtime,
+)
 from .openai_stream import first_then_rest
 from .service import Call
 from .tools import split_tool_calls
 
 router = APIRouter(prefix="/v1")
 
-# Fields of a Responses request with no effect on the answer, accepted as they are.
-_HARMLESS = {"user", "metadata", "safety_identifier", "prompt_cache_key"}
 # Chat parameter names as a Responses user knows them (errors raised by the chat checks name these).
 _PARAM_NAMES = {
     "messages": "input",
@@ -70,16 +77,8 @@ def _refuse_unsupported(body: ResponsesRequest) -> None:
         )
     if body.truncation not in (None, "disabled"):
         raise ProtocolError("only truncation 'disabled' is supported", param="truncation")
-    for name, value in (body.model_extra or {}).items():
-        if name in _HARMLESS or value is None or (name == "include" and value == []):
-            continue
-        if name == "service_tier" and value in ("auto", "default"):  # as on the chat route
-            continue
-        raise ProtocolError(
-            f"the parameter {name!r} is not supported by this node on /v1/responses "
-            f"(value {json.dumps(value)[:40]})",
-            param=name,
-        )
+    extra = body.model_extra or {}
+    refuse_unknown({k: v for k, v in extra.items() if not (k == "include" and v == [])})  # as on chat
 
 
 def _text_of(content: Any, where: str) -> str:
@@ -269,15 +268,14 @@ class ResponseShape:
             text, calls = split_tool_calls(text, turn.plan)
         items = [self.message(text)] if text or not calls else []
         for index, call in enumerate(calls):
-            function = call.json()["function"]
             items.append(
                 {
                     "id": f"fc_{self.id.removeprefix('resp_')}_{index}",
                     "type": "function_call",
                     "status": "completed",
-                    "call_id": call.json()["id"],
-                    "name": function["name"],
-                    "arguments": function["arguments"],
+                    "call_id": call.id,
+                    "name": call.name,
+                    "arguments": call.arguments,
                 }
             )
         return items
