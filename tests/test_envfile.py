@@ -12,19 +12,18 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from iollm.runtime.envfile import (
+    INSTRUCTIONS,
     BaseRef,
     Envfile,
     EnvfileError,
     EnvfileWarning,
     Message,
     Requirement,
-    _escape_triple,
-    _lex,
-    _quote,
-    _unescape_triple,
     load_envfile,
     parse_envfile,
 )
+from iollm.runtime.envfile_lexer import _escape_triple, _unescape_triple, lex
+from iollm.runtime.envfile_lexer import quote as _quote
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 SHA_A = "sha256:" + "a" * 64
@@ -260,7 +259,7 @@ def ollama_commands(text: str) -> list[tuple[str, str]]:
 def our_commands(text: str) -> list[tuple[str, str]]:
     """Our lexer's view in Ollama's shape (name, args)."""
     result = []
-    for ins in _lex(text, "<test>"):
+    for ins in lex(text, "<test>", INSTRUCTIONS):
         value = ins.value or ""
         if ins.keyword == "parameter":
             result.append((ins.key or "", value))

@@ -37,6 +37,7 @@ from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
 from .backends import registry
+from .envfile_lexer import EnvfileError, Instruction, lex, quote
 
 __all__ = [
     "INSTRUCTIONS",
@@ -125,22 +126,6 @@ _HASH_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 _HASH = re.compile(r"(sha256|sha384|sha512):([0-9a-fA-F]+)")
 _DRIVE = re.compile(r"[A-Za-z]:[\\/]")
 _PATH_PREFIXES = ("/", "./", "../", "~", "\\", ".\\", "..\\")
-_TRIPLE = '"""'
-
-
-class EnvfileError(ValueError):
-    """A malformed Envfile, located by file and line so the author can fix it at once."""
-
-    def __init__(self, source: str, line: int, what: str, fix: str) -> None:
-        self.source = source
-        self.line = line
-        self.what = what
-        self.fix = fix
-        super().__init__(f"{source}:{line}: {what}; {fix}")
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # Errors may cross process boundaries (worker pools); the default reduce would lose fields.
-        return (type(self), (self.source, self.line, self.what, self.fix))
 
 
 class EnvfileWarning(UserWarning):
@@ -534,9 +519,9 @@ class Envfile:
             raise ValueError(
                 f"base {self.base.spec} is not pinned to a commit id; resolve it with with_base()"
             )
-        lines = [f"FROM {_quote(self.base.spec)}"]
+        lines = [f"FROM {quote(self.base.spec)}"]
         lines += _optional("DRAFT", self.draft)
-        lines += [f"ADAPTER {_quote(a)}" for a in self.adapters]
+        lines += [f"ADAPTER {quote(a)}" for a in self.adapters]
         lines += _optional("BACKEND", self.backend)
         lines += _optional("REQUIRES", self.ollama_requires)
         lines += [f"REQUIRES {r}" for r in self.requires]
@@ -545,13 +530,13 @@ class Envfile:
         lines += _optional("SYSTEM", self.system)
         lines += _optional("RENDERER", self.renderer)
         lines += _optional("PARSER", self.parser)
-        lines += [f"MESSAGE {m.role} {_quote(m.content)}" for m in self.messages]
-        lines += [f"LICENSE {_quote(text)}" for text in self.licenses]
+        lines += [f"MESSAGE {m.role} {quote(m.content)}" for m in self.messages]
+        lines += [f"LICENSE {quote(text)}" for text in self.licenses]
         return "\n".join(lines) + "\n"
 
 
 def _optional(keyword: str, value: str | None) -> list[str]:
-    return [] if value is None else [f"{keyword} {_quote(value)}"]
+    return [] if value is None else [f"{keyword} {quote(value)}"]
 
 
 def _parameter_lines(parameters: dict[str, Any]) -> list[str]:
@@ -570,142 +555,7 @@ def _format_parameter(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int | float):
         return repr(value)
-    return _quote(str(value), prefer_quotes=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Reading text: lines -> instructions (Ollama's lexical rules)
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Instruction:
-    keyword: str  # lowercase
-    line: int  # where the instruction starts, 1-based
-    value: str | None  # None when nothing follows the keyword
-    key: str | None = None  # PARAMETER's name or MESSAGE's role
-
-
-def _split_lines(text: str) -> list[str]:
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-
-
-def _split_word(text: str) -> tuple[str, str]:
-    """First whitespace-separated word and the rest (Ollama allows spaces and tabs between)."""
-    match = re.match(r"(\S+)\s*(.*)", text, re.DOTALL)
-    return (match.group(1), match.group(2)) if match else ("", "")
-
-
-def _lex(text: str, source: str) -> list[_Instruction]:
-    """Instructions with their raw values; comment and blank lines are skipped."""
-    lines = _split_lines(text)
-    found: list[_Instruction] = []
-    index = 0
-    while index < len(lines):
-        line = lines[index].lstrip()
-        if not line.strip() or line.startswith("#"):
-            index += 1
-            continue
-        word, rest = _split_word(line)
-        keyword = word.lower()
-        if keyword not in INSTRUCTIONS:
-            raise EnvfileError(
-                source,
-                index + 1,
-                f"unknown instruction {word!r}",
-                f"use one of {', '.join(i.upper() for i in INSTRUCTIONS)}",
-            )
-        key = None
-        if keyword in ("parameter", "message"):
-            key, rest = _split_word(rest)
-            key = key or None
-        value, last = _read_value(lines, index, rest, source)
-        found.append(_Instruction(keyword, index + 1, value, key))
-        index = last + 1
-    return found
-
-
-def _read_value(lines: list[str], index: int, first: str, source: str) -> tuple[str | None, int]:
-    """The value that starts with ``first`` on line ``index``, and the line it ends on.
-
-    As in Ollama, a bare value is the rest of the line, trimmed; a value opening with ``\"\"\"`` or
-    ``"`` goes on, newlines included, until a line whose end (trailing blanks ignored) closes it.
-    A closing ``\"\"\"`` preceded by an odd number of backslashes is escaped (iollm's addition).
-    """
-    text = first.strip()
-    if not text:
-        return None, index
-    if not text.startswith('"'):
-        return text, index
-    closer = _TRIPLE if text.startswith(_TRIPLE) else '"'
-    last = index
-    while not _closes(text if last == index else lines[last].rstrip(), closer, last == index):
-        last += 1
-        if last == len(lines):
-            raise EnvfileError(
-                source,
-                index + 1,
-                f"the {closer} quote opened on this line is never closed",
-                f"end the value with {closer} at the end of a line",
-            )
-    full = "\n".join([first.lstrip(), *lines[index + 1 : last + 1]]).rstrip()
-    inner = full[len(closer) : -len(closer)]
-    return (_unescape_triple(inner) if closer == _TRIPLE else inner), last
-
-
-def _closes(line: str, closer: str, first_line: bool) -> bool:
-    """Whether this (right-trimmed) line ends the quoted value opened by ``closer``."""
-    if first_line and len(line) < 2 * len(closer):
-        return False  # the opening quote itself cannot also be the closing one
-    if not line.endswith(closer):
-        return False
-    if closer != _TRIPLE:
-        return True
-    backslashes = len(line[:-3]) - len(line[:-3].rstrip("\\"))
-    return backslashes % 2 == 0
-
-
-def _unescape_triple(inner: str) -> str:
-    """Halve each run of backslashes that stands before ``\"\"\"`` or at the end of the value."""
-    return re.sub(r'(\\+)(?="""|\Z)', lambda m: "\\" * (len(m.group(1)) // 2), inner)
-
-
-def _escape_triple(value: str) -> str:
-    """Inverse of _unescape_triple, leaving no unescaped ``\"\"\"`` that could end the value early."""
-
-    def quotes(match: re.Match[str]) -> str:
-        backslashes, run = match.group(1), match.group(2)
-        groups, rest = divmod(len(run), 3)
-        if rest:
-            return backslashes + '"' * rest + '\\"""' * groups
-        return "\\" * (2 * len(backslashes) + 1) + _TRIPLE + '\\"""' * (groups - 1)
-
-    escaped = re.sub(r'(\\*)("{3,})', quotes, value)
-    return re.sub(r"(\\+)\Z", lambda m: m.group(1) * 2, escaped)
-
-
-def _quote(value: str, prefer_quotes: bool = False) -> str:
-    """The shortest Ollama-readable form of ``value`` that reads back exactly, else escaped triple quotes."""
-    candidates = [f'"{value}"', f"{_TRIPLE}{value}{_TRIPLE}"]
-    if not prefer_quotes:
-        candidates.insert(0, value)
-    if "\n" in value:
-        candidates = candidates[-1:]
-    for candidate in candidates:
-        if _reads_back(candidate, value):
-            return candidate
-    return f"{_TRIPLE}{_escape_triple(value)}{_TRIPLE}"
-
-
-def _reads_back(candidate: str, value: str) -> bool:
-    lines = candidate.split("\n")
-    try:
-        read, last = _read_value(lines, 0, lines[0], "<quote>")
-    except EnvfileError:
-        return False
-    return read == value and last == len(lines) - 1
+    return quote(str(value), prefer_quotes=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -822,7 +672,7 @@ class _Builder:
         self.fields: dict[str, Any] = {"parameters": {}, "adapters": [], "messages": [], "licenses": []}
         self.pins: list[Requirement] = []
         self.from_line: int | None = None
-        self.handlers: dict[str, Callable[[_Instruction], None]] = {
+        self.handlers: dict[str, Callable[[Instruction], None]] = {
             "from": self.on_from,
             "parameter": self.on_parameter,
             "message": self.on_message,
@@ -837,7 +687,7 @@ class _Builder:
             "parser": lambda ins: self.set("parser", self.need(ins)),
         }
 
-    def apply(self, ins: _Instruction) -> None:
+    def apply(self, ins: Instruction) -> None:
         try:
             self.handlers[ins.keyword](ins)
         except _Invalid as exc:
@@ -846,7 +696,7 @@ class _Builder:
     def set(self, name: str, value: Any) -> None:
         self.fields[name] = value  # like Ollama, a repeated single-valued instruction: the last wins
 
-    def need(self, ins: _Instruction) -> str:
+    def need(self, ins: Instruction) -> str:
         if ins.value is None:
             keyword = ins.keyword.upper()
             raise _Invalid(f"{keyword} has no value", f"write {keyword} <value> on the same line")
@@ -856,7 +706,7 @@ class _Builder:
         """Adapter and draft paths resolve like FROM's; other references are kept as written."""
         return _resolve_path(value, self.base_dir) if _is_path_like(value, self.base_dir) else value
 
-    def on_from(self, ins: _Instruction) -> None:
+    def on_from(self, ins: Instruction) -> None:
         if self.from_line is not None:
             raise _Invalid(
                 f"a second FROM (the first is on line {self.from_line})",
@@ -865,7 +715,7 @@ class _Builder:
         self.fields["base"] = BaseRef.parse(self.need(ins), self.base_dir)
         self.from_line = ins.line
 
-    def on_parameter(self, ins: _Instruction) -> None:
+    def on_parameter(self, ins: Instruction) -> None:
         if ins.key is None:
             raise _Invalid(
                 "PARAMETER has no name", "write PARAMETER <name> <value>, e.g. PARAMETER temperature 0.7"
@@ -893,12 +743,12 @@ class _Builder:
         else:
             parameters[name] = value
 
-    def on_message(self, ins: _Instruction) -> None:
+    def on_message(self, ins: Instruction) -> None:
         if ins.key is None:
             raise _Invalid("MESSAGE has no role", "write MESSAGE <system|user|assistant> <text>")
         self.fields["messages"].append(Message(ins.key.lower(), ins.value or ""))
 
-    def on_requires(self, ins: _Instruction) -> None:
+    def on_requires(self, ins: Instruction) -> None:
         ollama, pins = _parse_requires(self.need(ins))
         if ollama is not None:
             self.set("ollama_requires", ollama)
@@ -931,7 +781,7 @@ def parse_envfile(
     ``source`` names the text in errors; relative paths are taken from ``base_dir``, by default the
     folder of ``source`` when it is a file name, else the current directory.
     """
-    instructions = _lex(text, source)
+    instructions = lex(text, source, INSTRUCTIONS)
     if not instructions:
         raise EnvfileError(source, 1, "the Envfile is empty", "start it with FROM <model>")
     builder = _Builder(source, _default_base_dir(source, base_dir))
