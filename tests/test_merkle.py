@@ -22,8 +22,9 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from iollm.mining import merkle
-from iollm.mining.merkle import Checkpoint, LogTamperedError, MerkleLog
+from iollm.mining import checkpoint, merkle
+from iollm.mining.checkpoint import Checkpoint
+from iollm.mining.merkle import LogTamperedError, MerkleLog
 from iollm.signing import ed25519 as signing
 
 # --- reference data ---------------------------------------------------------------------------
@@ -419,9 +420,9 @@ def test_merkle_log_checkpoint_signs_and_verifies() -> None:
     log = MerkleLog(LEAF_HASHES)
     cp = log.checkpoint("iollm.example/meter", tree_size=6)
     assert cp.root_hash == bytes.fromhex(ROOTS[6]) and cp.tree_size == 6
-    sig = merkle.sign_checkpoint(key, cp)
-    assert merkle.verify_checkpoint(kid, cp, sig)
-    assert not merkle.verify_checkpoint(signing.public_key_id(signing.generate_key()), cp, sig)
+    sig = checkpoint.sign_checkpoint(key, cp)
+    assert checkpoint.verify_checkpoint(kid, cp, sig)
+    assert not checkpoint.verify_checkpoint(signing.public_key_id(signing.generate_key()), cp, sig)
 
 
 @FAST
@@ -456,24 +457,26 @@ def test_signed_note_matches_the_go_reference_byte_for_byte() -> None:
     seed = base64.b64decode(GO_SIGNER_SEED_B64)
     key = signing.Ed25519PrivateKey.from_private_bytes(seed[1:])
     assert signing.raw_public_key(key) == base64.b64decode(GO_VERIFIER_B64)[1:]
-    assert merkle.sign_note(GO_TEXT, key, "PeterNeumann") == GO_NOTE
+    assert checkpoint.sign_note(GO_TEXT, key, "PeterNeumann") == GO_NOTE
     kid = signing.public_key_id(key)
-    assert merkle.open_note(GO_NOTE, "PeterNeumann", kid) == GO_TEXT
+    assert checkpoint.open_note(GO_NOTE, "PeterNeumann", kid) == GO_TEXT
     with pytest.raises(ValueError):
-        merkle.open_note(GO_NOTE.replace("problem,", "problem;"), "PeterNeumann", kid)
+        checkpoint.open_note(GO_NOTE.replace("problem,", "problem;"), "PeterNeumann", kid)
     with pytest.raises(ValueError):
-        merkle.open_note(GO_NOTE, "PaulNeumann", kid)
+        checkpoint.open_note(GO_NOTE, "PaulNeumann", kid)
 
 
 def test_checkpoint_signed_note_round_trip_with_a_witness_cosignature() -> None:
     log_key, witness_key = signing.generate_key(), signing.generate_key()
     cp = MerkleLog(LEAF_HASHES).checkpoint("iollm.example/ledger", "2026-01-31T12:00:00Z")
     note = cp.to_signed_note(log_key, "iollm.example/ledger")
-    witness_line = merkle.sign_note(cp.to_text(), witness_key, "witness.example").split("\n\n", 1)[1]
+    witness_line = checkpoint.sign_note(cp.to_text(), witness_key, "witness.example").split("\n\n", 1)[1]
     cosigned = note + witness_line
     log_id = signing.public_key_id(log_key)
     assert Checkpoint.from_signed_note(cosigned, "iollm.example/ledger", log_id) == cp
-    assert merkle.open_note(cosigned, "witness.example", signing.public_key_id(witness_key)) == cp.to_text()
+    assert (
+        checkpoint.open_note(cosigned, "witness.example", signing.public_key_id(witness_key)) == cp.to_text()
+    )
     tampered = cosigned.replace("\n8\n", "\n9\n")
     with pytest.raises(ValueError):
         Checkpoint.from_signed_note(tampered, "iollm.example/ledger", log_id)

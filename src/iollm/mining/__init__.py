@@ -1,7 +1,8 @@
 """Joint mining: signed agreements, an exact double-entry ledger, revenue distribution, breakthrough
 rewards and a tamper-evident Merkle log."""
 
-from .merkle import Checkpoint, MerkleLog, inclusion_proof, verify_consistency, verify_inclusion
+from .checkpoint import Checkpoint
+from .merkle import MerkleLog, inclusion_proof, verify_consistency, verify_inclusion
 
 __all__ = [
     "Checkpoint",

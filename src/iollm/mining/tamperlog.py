@@ -16,7 +16,8 @@ from sqlalchemy import Connection, func, select
 
 from .. import signing
 from ..database import Database, utc_now_iso
-from .merkle import Checkpoint, MerkleLog, inclusion_proof, leaf_hash, utc_timestamp, verify_inclusion
+from .checkpoint import Checkpoint, utc_timestamp
+from .merkle import MerkleLog, inclusion_proof, leaf_hash, verify_inclusion
 from .tables import checkpoints, insert_many, log_entries
 
 CHECKPOINT_EVERY = 1000  # entries between automatic signed checkpoints

@@ -23,7 +23,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, select
 
-from .merkle import EMPTY_ROOT, Checkpoint
+from .checkpoint import Checkpoint
+from .merkle import EMPTY_ROOT
 from .tables import accounts, checkpoints, log_entries, transfers
 from .tamperlog import TamperLog
 
