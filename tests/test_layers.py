@@ -11,7 +11,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "iollm"
 
 # Bottom to top; packages on one floor do not import each other.
 FLOORS: list[set[str]] = [
-    {"errors", "__version__"},
+    {"errors", "__version__", "lazy_exports"},
     {"store", "money", "signing", "database", "assets"},
     {"protocol"},
     {"hub"},

@@ -7,19 +7,21 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ..errors import IollmError, NotFound, ProtocolError
-from ..paths.catalog import load_suite
-from ..paths.eval_card import card_with_result
-from ..paths.eval_run import EvalConfig, EvalReport, ResultCache, run_eval
 from ..protocol import NodeClient, put_file
 from .common import Ctx, EndpointOpt, JsonOpt, TokenOpt, emit, stderr, stdout
 from .path_cmds import path_errors
+
+if TYPE_CHECKING:
+    from ..paths.eval_run import EvalReport
+
+# The path layer is imported by the command itself, so that other `iollm` commands start without it.
 
 app = typer.Typer()
 
@@ -58,6 +60,8 @@ def _pick_api(api: str, card: dict[str, Any], model: str) -> str:
 
 def _write_card(client: NodeClient, report: EvalReport) -> dict[str, Any]:
     """Merge the result into the model's README (model-index); a refusal is reported, not fatal."""
+    from ..paths.eval_card import card_with_result
+
     try:
         try:
             response = client.request("GET", f"/{report.model}/resolve/{report.commit}/README.md")
@@ -119,6 +123,9 @@ def eval_command(
 
     Example: iollm eval iollm/qwen2.5-coder-0.5b-instruct --task humaneval
     """
+    from ..paths.catalog import load_suite
+    from ..paths.eval_run import EvalConfig, ResultCache, run_eval
+
     ctx = Ctx(endpoint, token, None, as_json)
     with path_errors(as_json):
         if api not in ("auto", "chat", "completion"):

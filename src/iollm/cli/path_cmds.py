@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import httpx
 import typer
@@ -30,18 +30,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..errors import IollmError, Unavailable
-from ..paths.catalog import list_suites, load_suite
-from ..paths.clients import OpenAIClient, open_client, warm_up
-from ..paths.cluster_search import ClusterEvaluator
-from ..paths.evaluation import Evaluator, SearchError
-from ..paths.executor import Executor
-from ..paths.graph import GraphError, parse_graph
-from ..paths.pricing import node_prices
-from ..paths.report import write_report
-from ..paths.sandbox import Sandbox
-from ..paths.search import Search, SearchConfig
-from ..paths.suites import SuiteError
 from .common import Ctx, EndpointOpt, HomeOpt, JsonOpt, TokenOpt, emit, errors, fail, stderr, stdout
+
+if TYPE_CHECKING:
+    from ..paths.search import SearchConfig
+
+# The path layer (numpy, the executor, the routers) is imported by the commands that use it, so that
+# every other `iollm` command starts without it.
 
 app = typer.Typer()  # top-level commands: leaderboard
 path_app = typer.Typer(
@@ -64,6 +59,10 @@ MICRO = 1_000_000
 @contextmanager
 def path_errors(as_json: bool) -> Iterator[None]:
     """Graph, suite and search errors become one line on stderr and a non-zero exit, like node errors."""
+    from ..paths.evaluation import SearchError
+    from ..paths.graph import GraphError
+    from ..paths.suites import SuiteError
+
     with errors(as_json):
         try:
             yield
@@ -127,6 +126,12 @@ def run_cmd(
 
     Example: iollm path run plan-solve.json --input "What is 12 plus 30?"
     """
+    from ..paths.clients import OpenAIClient
+    from ..paths.executor import Executor
+    from ..paths.graph import GraphError, parse_graph
+    from ..paths.pricing import node_prices
+    from ..paths.sandbox import Sandbox
+
     ctx = Ctx(endpoint, token, home, as_json)
     url = _openai_url(ctx, openai_url)
     with path_errors(as_json):
@@ -246,6 +251,13 @@ def search_cmd(
 
     Example: iollm path search --suite gsm8k --models iollm/qwen2.5-coder-0.5b-instruct,iollm/smollm2-135m-instruct --budget 300
     """
+    from ..paths.catalog import load_suite
+    from ..paths.cluster_search import ClusterEvaluator
+    from ..paths.evaluation import Evaluator, SearchError
+    from ..paths.pricing import node_prices
+    from ..paths.report import write_report
+    from ..paths.search import SearchConfig
+
     ctx = Ctx(endpoint, token, home, as_json)
     url = _openai_url(ctx, openai_url)
     with path_errors(as_json):
@@ -299,6 +311,8 @@ def _search(
     ctx: Ctx, url: str, config: SearchConfig, prices: Any, cache_path: Path, as_json: bool, warm: bool = True
 ) -> dict[str, Any]:
     """Run the search, printing its preview first; ``warm`` loads every model here before it starts."""
+    from ..paths.clients import open_client, warm_up
+    from ..paths.search import Search
 
     async def main() -> dict[str, Any]:
         client, inner = open_client(url, ctx.token, cache_path, concurrency=config.workers)
@@ -445,6 +459,8 @@ def path_publish_cmd(
 
     Example: iollm path publish graph.json arithmetic-vote
     """
+    from ..paths.graph import parse_graph
+
     ctx = Ctx(endpoint, token, home, as_json)
     with path_errors(as_json):
         try:
@@ -474,6 +490,8 @@ def suite_list_cmd(as_json: JsonOpt = False) -> None:
 
     Example: iollm suite list
     """
+    from ..paths.catalog import list_suites
+
     ctx = Ctx(None, None, None, as_json)
     suites = list_suites()
 
@@ -505,6 +523,9 @@ def suite_show_cmd(
 
     Example: iollm suite show arc-challenge --split heldout --limit 3
     """
+    from ..paths.catalog import load_suite
+    from ..paths.suites import SuiteError
+
     ctx = Ctx(None, None, None, as_json)
     with path_errors(as_json):
         if split not in (None, "search", "heldout"):

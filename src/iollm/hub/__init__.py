@@ -1,36 +1,30 @@
 """Model Network Layer: repositories of models, datasets and spaces; accounts; HF-compatible API; mirrors."""
 
-from .accounts import ANONYMOUS, Accounts, Identity
-from .api import router as native_router
-from .archive import import_archive, list_archive, plan_export
-from .hf_api import hf_catch_all
-from .hf_api import router as hf_router
-from .mirror import PullThrough, mirror_repo
-from .oci_api import router as oci_router
-from .repos import DEFAULT_BRANCH, CommitInfo, Hub, Repo
-from .seed import ensure_local_admin, publish_file, seed_packaged_models, write_secret_file
-from .tables import metadata
+from ..lazy_exports import lazy_exports
 
-__all__ = [
-    "ANONYMOUS",
-    "DEFAULT_BRANCH",
-    "Accounts",
-    "CommitInfo",
-    "Hub",
-    "Identity",
-    "PullThrough",
-    "Repo",
-    "ensure_local_admin",
-    "hf_catch_all",
-    "hf_router",
-    "import_archive",
-    "list_archive",
-    "metadata",
-    "mirror_repo",
-    "native_router",
-    "oci_router",
-    "plan_export",
-    "publish_file",
-    "seed_packaged_models",
-    "write_secret_file",
-]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "ANONYMOUS": "accounts",
+        "Accounts": "accounts",
+        "Identity": "accounts",
+        "native_router": "api:router",
+        "import_archive": "archive",
+        "list_archive": "archive",
+        "plan_export": "archive",
+        "hf_catch_all": "hf_api",
+        "hf_router": "hf_api:router",
+        "PullThrough": "mirror",
+        "mirror_repo": "mirror",
+        "oci_router": "oci_api:router",
+        "CommitInfo": "repos",
+        "DEFAULT_BRANCH": "repos",
+        "Hub": "repos",
+        "Repo": "repos",
+        "ensure_local_admin": "seed",
+        "publish_file": "seed",
+        "seed_packaged_models": "seed",
+        "write_secret_file": "seed",
+        "metadata": "tables",
+    },
+)
