@@ -61,3 +61,24 @@ def test_imports_point_downward_only() -> None:
             if target in FLOOR and FLOOR[target] >= FLOOR[package]:
                 upward.append(f"{relative} imports {target}")
     assert not upward, "\n".join(upward)
+
+
+def test_client_commands_start_without_the_server_stack() -> None:
+    """`iollm push`, `iollm whoami` and the rest are clients: starting the CLI must not import the node's
+    web framework, its database layer, numpy or the inference engine (each CLI call used to spend ~3 s of
+    CPU importing them). A package's public names stay importable from the package, on first use."""
+    import subprocess
+    import sys
+
+    heavy = ["fastapi", "sqlalchemy", "numpy", "llama_cpp", "dask", "iollm.hub.api", "iollm.paths.search"]
+    probe = (
+        "import sys, iollm.cli\n"
+        f"print(','.join(m for m in {heavy!r} if m in sys.modules))\n"
+        "from iollm.runtime import Envfile\n"
+        "from iollm.paths import Search\n"
+        "print(Envfile.__module__, Search.__module__)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded, names = result.stdout.splitlines()
+    assert loaded == "", f"importing the CLI loaded {loaded}"
+    assert names == "iollm.runtime.envfile iollm.paths.search"
