@@ -56,7 +56,8 @@ EXHAUSTIVE = os.environ.get("IOLLM_BENCH_EXHAUSTIVE", "1") != "0"
 # Smaller splits for a slow machine: IOLLM_BENCH_SEARCH_TASKS / IOLLM_BENCH_HELDOUT_TASKS.
 SEARCH_TASKS = int(os.environ.get("IOLLM_BENCH_SEARCH_TASKS", "24"))
 HELDOUT_TASKS = int(os.environ.get("IOLLM_BENCH_HELDOUT_TASKS", "40"))
-# IOLLM_BENCH_CALL_CACHE keeps the call cache between runs, so an interrupted run resumes where it stopped.
+# IOLLM_BENCH_CALL_CACHE keeps the call cache in a file. Its keys hold each model's commit id, and every run
+# starts a fresh node that publishes the models under new commit ids, so a later run does not reuse it yet.
 CALL_CACHE = os.environ.get("IOLLM_BENCH_CALL_CACHE")
 SEED = 0
 WORKERS = 8
