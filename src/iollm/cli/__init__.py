@@ -15,6 +15,7 @@ from . import (
     node_cmds,
     path_cmds,
     runtime_cmds,
+    suite_cmds,
 )
 
 app = typer.Typer(
@@ -42,8 +43,8 @@ app.add_typer(mining_cmds.agreement_app, name="agreement")
 app.add_typer(mining_cmds.ledger_app, name="ledger")
 app.registered_commands.extend(mining_cmds.app.registered_commands)
 app.add_typer(path_cmds.path_app, name="path")
-app.add_typer(path_cmds.suite_app, name="suite")
-app.registered_commands.extend(path_cmds.app.registered_commands)
+app.add_typer(suite_cmds.suite_app, name="suite")
+app.registered_commands.extend(suite_cmds.app.registered_commands)
 app.registered_commands.extend(eval_cmds.app.registered_commands)
 
 
