@@ -56,8 +56,8 @@ EXHAUSTIVE = os.environ.get("IOLLM_BENCH_EXHAUSTIVE", "1") != "0"
 # Smaller splits for a slow machine: IOLLM_BENCH_SEARCH_TASKS / IOLLM_BENCH_HELDOUT_TASKS.
 SEARCH_TASKS = int(os.environ.get("IOLLM_BENCH_SEARCH_TASKS", "24"))
 HELDOUT_TASKS = int(os.environ.get("IOLLM_BENCH_HELDOUT_TASKS", "40"))
-# IOLLM_BENCH_CALL_CACHE keeps the call cache in a file. Its keys hold each model's commit id, and every run
-# starts a fresh node that publishes the models under new commit ids, so a later run does not reuse it yet.
+# IOLLM_BENCH_CALL_CACHE keeps the call cache in a file that a later run reuses: its keys hold each model's
+# content digest (weights and settings), which stays the same when a fresh node publishes the models again.
 CALL_CACHE = os.environ.get("IOLLM_BENCH_CALL_CACHE")
 SEED = 0
 WORKERS = 8
@@ -147,6 +147,12 @@ async def bench_suite(name: str, log: KeyLog, cache: CachedClient, prices: Price
         "made": cache.calls_made - made,
         "cached": cache.calls_cached - cached,
     }
+    if EXHAUSTIVE:  # the search split's figures survive a run stopped in a later phase
+        scores = {c.name: exhaustive.figures(c, split.search) for c in space}
+        say(
+            "exhaustive "
+            + json.dumps({n: {k: round(f[k], 4) for k in ("quality", "cost")} for n, f in scores.items()})
+        )
 
     # 2. the search, on the same split and cache
     made, cached = cache.calls_made, cache.calls_cached

@@ -145,6 +145,55 @@ def test_pinned_envfile_rebuilds_the_same_environment_on_another_node(
     assert answer["choices"][0]["message"] == original["choices"][0]["message"]
 
 
+def test_content_digest_outlives_a_new_commit_so_cached_answers_stay_valid(
+    node_a: Node, pirate: dict, smollm2_gguf: Path, tmp_path: Path
+) -> None:
+    """The same weights and settings published again (as a fresh bench node does) get a new commit but
+    keep their content digest, and the path search's call cache keys on it: a later run reuses the
+    answers. A changed setting is a new digest."""
+    import asyncio
+
+    from iollm.paths.clients import CachedClient, CallCache, OpenAIClient
+
+    again = node_a.cli_json("push", str(smollm2_gguf), "local/smol-again")
+    twin = node_a.cli_json("create", "local/pirate-twin", "-f", str(write(tmp_path, PIRATE)))
+    warmer = node_a.cli_json(
+        "create",
+        "local/pirate-warm",
+        "-f",
+        str(write(tmp_path, PIRATE.replace("temperature 0", "temperature 0.5"))),
+    )
+    assert len({pirate["commit"], twin["commit"], warmer["commit"]}) == 3
+
+    def card(model: str) -> dict:
+        reply = httpx.get(
+            f"{node_a.url}/v1/models/{model}", headers={"Authorization": f"Bearer {node_a.token}"}
+        )
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    smol, smol_again = card(BASE), card("local/smol-again")
+    assert smol_again["root"] == again["commit"] != smol["root"]
+    assert smol["content_digest"] == smol_again["content_digest"]
+    assert card("local/pirate")["content_digest"] == card("local/pirate-twin")["content_digest"]
+    assert card("local/pirate-warm")["content_digest"] != card("local/pirate")["content_digest"]
+    assert card("local/pirate")["content_digest"] != smol["content_digest"]
+
+    async def ask(model: str) -> CachedClient:
+        inner = OpenAIClient(f"{node_a.url}/v1", node_a.token)
+        client = CachedClient(inner, CallCache(tmp_path / "calls.sqlite"))
+        try:
+            await client.chat(model, [{"role": "user", "content": "Say hi"}], {"max_tokens": 3, "seed": 1})
+        finally:
+            await inner.close()
+        return client
+
+    assert asyncio.run(ask(BASE)).calls_made == 1
+    replayed = asyncio.run(ask("local/smol-again"))  # a new run against the model published again
+    assert (replayed.calls_made, replayed.calls_cached) == (0, 1)
+    assert asyncio.run(ask("local/pirate")).calls_made == 1  # another environment: its own answers
+
+
 # -- errors ----------------------------------------------------------------------------------------
 
 

@@ -37,10 +37,11 @@ log = logging.getLogger("iollm.editor")
 
 
 class _RevisionedClient(RuntimeClient):
-    """RuntimeClient plus ``revision`` (the model's commit), so the call cache never mixes versions."""
+    """RuntimeClient plus ``revision`` (the model's content digest), so the call cache never mixes
+    versions and still holds when the same model is published again."""
 
     async def revision(self, model: str) -> str:
-        return self.runtime.resolve(self.caller, model).commit
+        return self.runtime.resolve(self.caller, model).content_digest
 
 
 def _count(body: dict[str, Any], key: str) -> int | None:

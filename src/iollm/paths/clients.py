@@ -1,7 +1,7 @@
 """Where a workflow's model calls go: any OpenAI-compatible endpoint (the node's runtime by default),
 through a persistent call cache so an identical call is paid for once across all candidates of a search.
 
-A call's identity is (model commit, messages, sampling parameters including the seed): with seeded
+A call's identity is (model content digest, messages, sampling parameters including the seed): with seeded
 sampling the same key always yields the same text, so replaying it from the cache is exact. A search
 calls each model one request at a time (``SerialPerModel``), after loading every model (``warm_up``).
 """
@@ -117,10 +117,13 @@ class OpenAIClient:
         return Embedded(model, [list(map(float, r["embedding"])) for r in rows], tokens, seconds)
 
     async def revision(self, model: str) -> str:
-        """The commit behind a model id (so the cache never mixes two versions of a model)."""
+        """What the model's answers depend on, so the cache never mixes two versions of a model: the
+        node's content digest (weights and settings, the same when the model is published again under a
+        new commit), else the commit (``root``) other OpenAI-compatible servers report, else the id."""
         if model not in self._revisions:
             reply = await self.http.get(f"{self.base_url}/models/{model}")
-            self._revisions[model] = reply.json().get("root", model) if reply.status_code == 200 else model
+            card = reply.json() if reply.status_code == 200 else {}
+            self._revisions[model] = card.get("content_digest") or card.get("root") or model
         return self._revisions[model]
 
     async def close(self) -> None:

@@ -290,7 +290,15 @@ def list_models(request: Request, who: Identity = Depends(caller)) -> dict[str, 
 @router.get("/models/{namespace}/{name}")
 def get_model(namespace: str, name: str, request: Request, who: Identity = Depends(caller)) -> dict[str, Any]:
     spec = request.app.state.runtime.resolver.resolve(who, f"{namespace}/{name}")
-    return {"id": spec.model_id, "object": "model", "created": 0, "owned_by": namespace, "root": spec.commit}
+    return {
+        "id": spec.model_id,
+        "object": "model",
+        "created": 0,
+        "owned_by": namespace,
+        "root": spec.commit,
+        # the same weights and settings under any commit: what a cache of this model's answers keys on
+        "content_digest": spec.content_digest,
+    }
 
 
 def _epoch(iso: str) -> int:

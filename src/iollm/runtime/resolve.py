@@ -7,6 +7,7 @@ weights it was created against, and merges parameters (request > environment > b
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -83,6 +84,27 @@ class ModelSpec:
     @property
     def size(self) -> int:
         return sum(f.size for f in self.weights)
+
+    @cached_property
+    def content_digest(self) -> str:
+        """What decides this model's answers (weight digests, backend, parameters, prompt template,
+        system prompt and messages, remote endpoint), hashed: the same model published again, on this
+        node or another, under a new commit keeps it, so a cache of its answers stays valid. A path
+        (no weights, no endpoint) is its commit."""
+        if not self.weights and self.backend != "remote":
+            return self.commit
+        body = {
+            "backend": self.backend,
+            "weights": sorted((f.path, f.sha256) for f in self.weights),
+            "parameters": self.parameters,
+            "template": self.template,
+            "system": self.system,
+            "messages": self.messages,
+            "remote": [self.remote_url, self.remote_model, self.remote_api],
+            "requires": [list(self.requires), self.requires_key],
+        }
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+        return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 def split_model_id(model: str) -> tuple[str, str | None]:
