@@ -97,7 +97,12 @@ def _progress_callback(enabled: bool, label: str):
 @app.command("eval")
 def eval_command(
     model: Annotated[str, typer.Argument(help="A model the node serves: namespace/name or path/NAME.")],
-    task: Annotated[str, typer.Option("--task", help="gsm8k, math500, mmlu[/subject], arc-challenge, ...")],
+    task: Annotated[
+        str,
+        typer.Option(
+            "--task", help="gsm8k, math500, mmlu or mmlu/SUBJECT, arc-challenge, ... (iollm suite list)"
+        ),
+    ],
     limit: Annotated[int | None, typer.Option("--limit", help="Score a fixed sample of N items.")] = None,
     shots: Annotated[
         int | None, typer.Option("--shots", help="Few-shot examples (default per task).")
