@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from ..errors import ProtocolError
@@ -37,4 +38,4 @@ def first_tasks(suite: Suite, body: dict[str, Any]) -> Suite:
     limit = int(body.get("max_tasks") or 20)
     if limit < 1:
         raise ProtocolError("max_tasks must be at least 1")
-    return Suite(suite.name, suite.description, suite.tasks[:limit], suite.source)
+    return dataclasses.replace(suite, tasks=suite.tasks[:limit])

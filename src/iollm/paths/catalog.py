@@ -42,6 +42,7 @@ class BuiltinSuite:
     checker: str
     data: str  # an asset name: "humaneval" or a key of iollm.assets.BENCHMARKS
     build: Callable[[str, Rows], tuple[list[Task], list[Task]]]
+    reasoning_tokens: int | None = None  # see Suite.reasoning_tokens
 
     def data_path(self) -> Path:
         """Where the data lives once fetched (it may not exist yet)."""
@@ -308,6 +309,12 @@ def _evals_tasks(checker: str) -> Callable[[str, Rows], tuple[list[Task], list[T
 # Registry
 
 
+# Measured on Qwen2.5-Coder-0.5B with the step-by-step prompt: GSM8K's chains of thought end at 156-353
+# tokens (12 items), its programs at 44-173; competition math runs longer.
+GSM8K_REASONING_TOKENS = 512
+MATH_REASONING_TOKENS = 768
+
+
 def _mc(name: str, data: str, description: str) -> BuiltinSuite:
     return BuiltinSuite(name, description, "choice", data, _rc_tasks)
 
@@ -315,7 +322,12 @@ def _mc(name: str, data: str, description: str) -> BuiltinSuite:
 def _math_subject(subject: str) -> BuiltinSuite:
     label = subject.replace("_", " ")
     return BuiltinSuite(
-        f"math/{subject}", f"MATH test, {label}: competition math", "math", f"math-{subject}", _math_tasks
+        f"math/{subject}",
+        f"MATH test, {label}: competition math",
+        "math",
+        f"math-{subject}",
+        _math_tasks,
+        MATH_REASONING_TOKENS,
     )
 
 
@@ -327,8 +339,8 @@ _SUBJECTS = (
 BUILTIN_SUITES: dict[str, BuiltinSuite] = {
     s.name: s
     for s in (
-        BuiltinSuite("gsm8k", "GSM8K test: grade-school math word problems (1,319)", "numeric", "gsm8k", _gsm8k_tasks),
-        BuiltinSuite("math500", "MATH-500: competition math, final answer in \\boxed{}", "math", "math500", _math_tasks),
+        BuiltinSuite("gsm8k", "GSM8K test: grade-school math word problems (1,319)", "numeric", "gsm8k", _gsm8k_tasks, GSM8K_REASONING_TOKENS),
+        BuiltinSuite("math500", "MATH-500: competition math, final answer in \\boxed{}", "math", "math500", _math_tasks, MATH_REASONING_TOKENS),
         *(_math_subject(subject) for subject in _SUBJECTS),
         BuiltinSuite("mmlu", "MMLU test: 57 subjects, 4 options (mmlu/<subject> for one)", "choice", "mmlu", _mmlu_builder(_mmlu_letter_requests)),
         BuiltinSuite("mmlu-cloze", "MMLU test, cloze form: each option's text is scored (mmlu-cloze/<subject>)", "choice", "mmlu", _mmlu_builder(_mmlu_cloze_requests)),
@@ -372,7 +384,14 @@ def _load_builtin(spec: BuiltinSuite) -> Suite:
     if spec.name not in _CACHE:
         _CACHE[spec.name] = _read(spec, spec.fetch())
     tasks, exemplars = _CACHE[spec.name]
-    return Suite(spec.name, spec.description, list(tasks), str(spec.data_path()), list(exemplars))
+    return Suite(
+        spec.name,
+        spec.description,
+        list(tasks),
+        str(spec.data_path()),
+        list(exemplars),
+        spec.reasoning_tokens,
+    )
 
 
 def _mmlu_subject(family: str, subject: str) -> Suite:

@@ -66,7 +66,9 @@ class Search:
         self.prices = prices
         self.split: SuiteSplit = config.suite.split(config.seed, config.heldout_fraction, config.max_tasks)
         checker = config.suite.checkers[0] if config.suite.tasks else "exact"
-        full = build_space(config.models, checker, prices, config.seed, config.max_tokens)
+        full = build_space(
+            config.models, checker, prices, config.seed, config.max_tokens, config.suite.reasoning_tokens
+        )
         try:
             generated = (
                 restrict(full, config.templates, config.styles) if config.templates or config.styles else full

@@ -69,16 +69,29 @@ _OUT = {"id": "out", "kind": "output"}
 class _Builder:
     """Builds the candidates for one suite kind (text answers or code) and one price order."""
 
-    def __init__(self, models: list[str], code: bool, seed: int, max_tokens: int | None = None) -> None:
+    def __init__(
+        self,
+        models: list[str],
+        code: bool,
+        seed: int,
+        max_tokens: int | None = None,
+        reasoning_tokens: int | None = None,
+    ) -> None:
         self.models = models
         self.code = code
         self.seed = seed
         self.cap = max_tokens
+        self.reasoning = reasoning_tokens
         self.styles = CODE_STYLES if code else TEXT_STYLES
         self.out: list[Candidate] = []
 
     def tokens(self, style: str) -> int:
-        return MAX_TOKENS["code"] if self.code else MAX_TOKENS[style]
+        if self.code:
+            return MAX_TOKENS["code"]
+        return self.reasoning if style == "step" and self.reasoning else MAX_TOKENS[style]
+
+    def program_tokens(self) -> int:
+        return self.reasoning or MAX_TOKENS["program"]
 
     def stop(self, style: str) -> list[str]:
         return DIRECT_STOP if style == "direct" and not self.code else STOP
@@ -222,7 +235,7 @@ class _Builder:
         """Program-aided: the model writes Python that prints the answer; with a fallback to a direct answer."""
         for m in self.models:
             nodes = [
-                _model("program", m, "solver", PROGRAM, MAX_TOKENS["program"]),
+                _model("program", m, "solver", PROGRAM, self.program_tokens()),
                 {"id": "run", "kind": "python", "code": PROGRAM_RUNNER},
             ]
             self.add(
@@ -294,7 +307,7 @@ class _Builder:
 
         def checked(m: str) -> list[dict[str, Any]]:
             return [
-                _model("program", m, "solver", PROGRAM, MAX_TOKENS["program"]),
+                _model("program", m, "solver", PROGRAM, self.program_tokens()),
                 {"id": "run", "kind": "python", "code": PROGRAM_RUNNER},
                 step("step", m),
                 {"id": "compare", "kind": "python", "code": COMPARE},
@@ -444,20 +457,23 @@ def build_space(
     prices: PriceBook | None = None,
     seed: int = 0,
     max_tokens: int | None = None,
+    reasoning_tokens: int | None = None,
 ) -> list[Candidate]:
     """Every candidate for ``models`` on a suite whose (main) checker is ``suite_checker``.
 
-    Models are taken in price order (cheapest first), which also orders the cascades. For 3 models this
-    is 62 candidates on text suites and 56 on code suites (``python_tests``: program-aided templates, with
-    the program/step-by-step check ``pot-check``, are replaced by solve-verify-refine and self-tested
-    best-of-3 ``selftest-bon``, cascades check by running docstring examples). ``max_tokens`` caps
-    every call's completion (a cheaper, cruder space for slow machines and tests)."""
+        Models are taken in price order (cheapest first), which also orders the cascades. For 3 models this
+        is 62 candidates on text suites and 56 on code suites (``python_tests``: program-aided templates, with
+        the program/step-by-step check ``pot-check``, are replaced by solve-verify-refine and self-tested
+        best-of-3 ``selftest-bon``, cascades check by running docstring examples). ``max_tokens`` caps
+        every call's completion (a cheaper, cruder space for slow machines and tests); ``reasoning_tokens`` is the
+    suite's budget for step-by-step answers and programs (``Suite.reasoning_tokens``), where the default is
+    too short."""
     if not models:
         raise ValueError("the space needs at least one model")
     if len(set(models)) != len(models):
         raise ValueError("models must be distinct")
     ordered = by_price(models, prices or PriceBook())
-    builder = _Builder(ordered, suite_checker == "python_tests", seed, max_tokens)
+    builder = _Builder(ordered, suite_checker == "python_tests", seed, max_tokens, reasoning_tokens)
     builder.single()
     builder.vote()
     if len(ordered) > 1:

@@ -77,6 +77,9 @@ class Suite:
     tasks: list[Task]
     source: str
     exemplars: list[Task] = field(default_factory=list)  # few-shot demonstrations, never scored
+    # Completion budget of a step-by-step answer or a program: word problems of a public benchmark need
+    # more than the space's default (GSM8K's chains of thought run to 350 tokens); None keeps the default.
+    reasoning_tokens: int | None = None
 
     def __len__(self) -> int:
         return len(self.tasks)
