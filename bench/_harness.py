@@ -22,6 +22,15 @@ import httpx
 IOLLM = [sys.executable, "-m", "iollm"]
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+# A bench stopped with kill or `timeout` unwinds like Ctrl-C: its nodes run in their own sessions (so a
+# terminal's signals do not reach them) and live on, loading the CPU, unless its finally blocks run.
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
