@@ -248,6 +248,7 @@ def test_search_restricted_to_pot_check_runs() -> None:
     assert result["best"]["name"].startswith("pot-check(")
     assert result["heldout"]["score"] == 1.0
     assert result["baselines"]["best_single"]["name"] == "single:step(mid)"
+    assert result["space"]["reasoning_tokens"] is None  # the report says the budget its calls had
     with pytest.raises(SearchError, match="templates: "):
         Search(SearchConfig([SMALL], suite, templates=["no-such-template"]), RecordedClient(respond), PRICES)
 

@@ -78,7 +78,11 @@ def search_result(search: Search, outcome: Outcome) -> dict[str, Any]:
             "heldout_size": len(search.split.heldout),
             "fingerprint": search.split.fingerprint,
         },
-        "space": {"size": len(search.space), "templates": tally(c.template for c in search.space)},
+        "space": {
+            "size": len(search.space),
+            "templates": tally(c.template for c in search.space),
+            "reasoning_tokens": search.config.suite.reasoning_tokens,  # None: the space's defaults
+        },
         "budget": search.budget,
         "schedule": outcome.schedule.__dict__,
         "rounds": [r.to_json() for r in outcome.rounds],
