@@ -14,6 +14,11 @@ from typing import IO, Any
 
 import gguf
 
+from ..protocol import FileEntry
+from ..store import ChunkStore
+from ..store.reader import ChunkedFile
+from .front_matter import MAX_FRONT_MATTER, readme_metadata
+
 # GGUF value types (gguf.GGUFValueType) -> struct format of scalars
 _SCALARS = {
     0: "<B",
@@ -198,3 +203,58 @@ def config_card(data: bytes) -> dict[str, Any]:
         "block_count": config.get("num_hidden_layers"),
     }
     return {k: v for k, v in card.items() if v}
+
+
+# Fields an author may declare at push time that the card takes when the files do not say otherwise.
+_CARD_KEYS_FROM_DECLARED = ("license", "base_model", "lineage", "description", "tags", "source", "upstream")
+
+
+def _reader(store: ChunkStore, entry: FileEntry) -> ChunkedFile:
+    return ChunkedFile(store, [(bytes.fromhex(d), n) for d, n in entry.chunks])
+
+
+def derive_card(store: ChunkStore, files: list[FileEntry], declared: dict[str, Any]) -> dict[str, Any]:
+    """Card from the headers of the largest GGUF (else all safetensors shards) and config.json,
+    plus the fields the author declared."""
+    card: dict[str, Any] = {}
+    by_path = {f.path: f for f in files}
+    ggufs = sorted((f for f in files if f.path.endswith(".gguf") and f.size > 8), key=lambda f: -f.size)
+    shards = [f for f in files if f.path.endswith(".safetensors") and f.size > 8]
+    current = ""
+    try:
+        if ggufs:
+            current = ggufs[0].path
+            with _reader(store, ggufs[0]).open() as handle:
+                card.update(gguf_card(handle))
+            card["weights_file"] = current
+        elif shards:
+            parts = []
+            for shard in shards:
+                current = shard.path
+                with _reader(store, shard).open() as handle:
+                    parts.append(safetensors_card(handle))
+            card.update(parts[0])
+            card["parameters"] = sum(p["parameters"] for p in parts)
+            card["parameter_size"] = size_label(card["parameters"])
+            card["weights_file"] = shards[0].path
+    except HeaderError as exc:
+        card["card_error"] = f"{current}: {exc}"
+    if "config.json" in by_path and by_path["config.json"].size < 1_000_000:
+        config = by_path["config.json"]
+        raw = _reader(store, config).read(0, config.size)
+        for key, value in config_card(raw).items():
+            card.setdefault(key, value)
+    readme = by_path.get("README.md")
+    if readme is not None and 0 < readme.size <= MAX_FRONT_MATTER * 4:
+        meta = readme_metadata(_reader(store, readme).read(0, min(readme.size, MAX_FRONT_MATTER)))
+        for key, value in meta.items():
+            card.setdefault(key, value)
+    for key in _CARD_KEYS_FROM_DECLARED:
+        if declared.get(key) is not None and not card.get(key):
+            card[key] = declared[key]
+    card.setdefault("license", declared.get("license"))
+    card["files"] = len(files)
+    card["size"] = sum(f.size for f in files)
+    if declared:
+        card["declared"] = declared
+    return card

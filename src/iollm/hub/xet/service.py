@@ -34,7 +34,8 @@ from ...errors import IntegrityError, NotFound
 from ...store import MappedFile
 from ...store.reader import ChunkedFile
 from ..accounts import Identity
-from ..repos import Hub, unpack_chunks
+from ..content_trust import unpack_chunks
+from ..repos import Hub
 from ..tables import contents, repo_chunks
 from .format import Term, chunk_header, file_hash, from_hex, merkle_root, parse_shard, parse_xorb, to_hex
 from .shard_writer import CasBlock, dedup_eligible, write_dedup_shard
