@@ -25,6 +25,15 @@ class EnvfileError(ValueError):
         return (type(self), (self.source, self.line, self.what, self.fix))
 
 
+class InvalidValue(ValueError):
+    """A bad value, before the parser knows its line; turned into an EnvfileError by the parser."""
+
+    def __init__(self, what: str, fix: str) -> None:
+        self.what = what
+        self.fix = fix
+        super().__init__(f"{what}; {fix}")
+
+
 @dataclass(frozen=True)
 class Instruction:
     keyword: str  # lowercase
