@@ -13,6 +13,7 @@ from ..errors import ProtocolError
 from ..protocol.server import MessageErrorRoute, read_json_body
 from .accounts import Identity
 from .deps import caller, hub
+from .hf_common import repo_type_of
 from .hf_errors import not_served
 from .repos import Hub, check_type
 
@@ -58,8 +59,6 @@ async def hf_repo_settings(
 ) -> dict[str, Any]:
     """``visibility`` ("public"/"private") or the older ``private`` flag; ``gated`` only as false,
     since access requests are not served."""
-    from .hf_api import repo_type_of
-
     body = await read_json_body(request)
     repo_type = repo_type_of(plural)
     visibility = body.get("visibility")

@@ -17,6 +17,7 @@ from ..errors import ProtocolError
 from ..protocol.server import MessageErrorRoute, read_json_body
 from .accounts import Identity
 from .deps import caller, hub
+from .hf_common import repo_type_of
 from .hf_errors import not_served
 from .repos import Hub, Repo
 
@@ -32,8 +33,6 @@ def ref_from_path(request: Request) -> str:
 
 
 def _repo(h: Hub, who: Identity, plural: str, namespace: str, name: str) -> Repo:
-    from .hf_api import repo_type_of
-
     return h.get_repo(who, repo_type_of(plural), f"{namespace}/{name}")
 
 
