@@ -4,7 +4,8 @@ The client needs nothing but HF_ENDPOINT and HF_TOKEN. Large files go up through
 client's default; the CAS side is ``hub.xet``) or, with ``HF_HUB_DISABLE_XET=1``, through LFS; either
 way the node stores them in its own chunk store and computes their SHA-256 itself. Files uploaded
 through Xet carry ``xetHash`` and the ``X-Xet-*`` headers on resolve, so they download through Xet too.
-Listings, refs and repository management live in ``hf_listing``, ``hf_refs`` and ``hf_manage``.
+Uploads (preupload, LFS, commit) live in ``hf_uploads``; listings, refs and repository management in
+``hf_listing``, ``hf_refs`` and ``hf_manage``; what they share in ``hf_common``.
 """
 
 from __future__ import annotations
