@@ -250,6 +250,14 @@ async def bench_suite(name: str, log: KeyLog, cache: CachedClient, prices: Price
         "evaluations_exhaustive": result["evaluations_exhaustive"],
         "evaluations_used": result["evaluations_used"],
         "evaluations_fraction": round(fraction, 4),
+        # everything the search spent on the search split: racing, completing the single models for the
+        # baselines and learned routers, and completing a program path for its cascade
+        "evaluations_all_search_split": (
+            spent := result["evaluations_used"]
+            + result["baseline_evaluations"]
+            + result["learned_evaluations"]
+        ),
+        "evaluations_fraction_all": round(spent / result["evaluations_exhaustive"], 4),
         "schedule": result["schedule"],
         "rounds": [
             {k: r[k] for k in ("index", "tasks_seen", "evaluated", "alive")}

@@ -107,7 +107,7 @@ def exhaustive_best(search: Search) -> str:
 
 def test_space_size_and_validity() -> None:
     space = build_space(MODELS, "numeric", PRICES)
-    assert len(space) == 62  # 53 + mixed-model MoA with each aggregator, + pot-check of 3 models and 3 pairs
+    assert len(space) == 68  # 53 + mixed-model MoA per aggregator, pot-check and program-cascade (3 + 3 each)
     assert len({c.name for c in space}) == len(space) and len({c.hash for c in space}) == len(space)
     for candidate in space:
         parse_graph(candidate.graph)
@@ -136,7 +136,10 @@ def test_projected_calls_count_shared_calls_once() -> None:
 
 def test_search_finds_known_optimum_with_far_fewer_evaluations() -> None:
     search, result = run_search(RecordedClient(synthetic), make_suite())
-    assert result["best"]["name"] == "program(big)" == exhaustive_best(search)
+    # the big model's programs are always right: its program, alone or first in a program cascade that
+    # then never escalates, is the optimum (the two tie on quality and cost)
+    assert result["best"]["name"] in {"program(big)", "program-cascade(big>big)"}
+    assert result["best"]["name"] == exhaustive_best(search)
     assert result["evaluations_used"] <= 0.2 * result["evaluations_exhaustive"]
     assert result["heldout"]["score"] == 1.0
     assert {

@@ -120,6 +120,89 @@ def test_pot_check_shares_calls_with_single_and_program(text_space) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# program-cascade: a program first, a chain of thought only when the program is unsure
+
+
+def test_program_cascade_answers_with_the_program_when_it_prints(text_space) -> None:
+    client = Scripted(math_models("print(6 * 7)"))
+    result = run(candidate(text_space, "program-cascade(small>mid)"), client, "What is 6 times 7?")
+    assert result.answer == "42" and client.asked == [SMALL]  # the chain of thought is never paid
+    assert result.nodes["cascade"].detail["program_ok"] == [True]
+
+
+@pytest.mark.parametrize("program", ["raise ValueError('no')", "this is not python", "x = 42"])
+def test_program_cascade_escalates_when_the_program_fails_or_prints_nothing(text_space, program: str) -> None:
+    client = Scripted(math_models(program))
+    result = run(candidate(text_space, "program-cascade(small>mid)"), client, "What is 6 times 7?")
+    assert client.asked == [SMALL, MID] and result.answer == "Let me redo it.\nAnswer: 41"
+    same = Scripted(math_models(program))  # one model: its own chain of thought
+    assert run(candidate(text_space, "program-cascade(small>small)"), same, "q").answer.endswith("Answer: 42")
+
+
+def test_program_cascade_shares_calls_with_program_and_single(text_space) -> None:
+    made: list[tuple[str, str, str]] = []
+
+    def recording(model: str, prompt: str, params: dict[str, Any]) -> str:
+        made.append((model, prompt, repr(sorted(params.items()))))
+        return math_models("raise SystemExit(1)")(model, prompt, params)
+
+    run(candidate(text_space, "program-cascade(small>mid)"), RecordedClient(recording), "q")
+    pair, made[:] = set(made), []
+    for name in ("program(small)", "single:step(mid)"):
+        run(candidate(text_space, name), RecordedClient(recording), "q")
+    assert len(pair) == 2 and pair == set(made)
+
+
+def test_cascade_stages_are_checked() -> None:
+    graph = {
+        "schema": "iollm.workflow/1",
+        "name": "bad",
+        "nodes": [
+            {"id": "c", "kind": "cascade", "models": [SMALL, MID], "prompt": "{{input}}", "stages": [{}]},
+            {"id": "out", "kind": "output"},
+        ],
+        "edges": [{"from": "c", "to": "out"}],
+    }
+    with pytest.raises(ValueError, match="stages must be a list of 2 objects"):
+        parse_graph(graph)
+    graph["nodes"][0]["stages"] = [{"program": "yes"}, {}]
+    with pytest.raises(ValueError, match="program is true or false"):
+        parse_graph(graph)
+    graph["nodes"][0]["stages"] = [{"prompt": "{{nowhere}}"}, {}]
+    with pytest.raises(ValueError, match="nowhere"):
+        parse_graph(graph)
+
+
+def test_search_fits_a_logprob_threshold_on_the_program() -> None:
+    """The program is right and sure on half the tasks, wrong and unsure on the rest; the chain of thought
+    is always right but long. The learned cascade keeps the sure programs and reasons on the others:
+    the chain of thought's quality at a fraction of its cost, cross-validated, then on held-out tasks."""
+    tasks = [Task(f"mul/{i}", f"What is 6 times {i}?", str(6 * i), "numeric") for i in range(1, 41)]
+    suite = Suite("synthetic/mul", "products", tasks, "memory")
+
+    def respond(model: str, prompt: str, params: dict[str, Any]):
+        n = int(prompt.split("6 times ")[1].split("?")[0])
+        if "Python program" in prompt:
+            sure = n % 2 == 0
+            code = f"```python\nprint({6 * n if sure else 6 * n + 1})\n```"
+            return code, [("print", -0.01 if sure else -2.5), ("(", -0.02 if sure else -1.5)]
+        if model == MID:
+            return " ".join(["step"] * 300) + f"\nAnswer: {6 * n}", [("Answer", -0.1)]
+        return "Answer: 0", [("Answer", -3.0)]
+
+    config = SearchConfig([SMALL, MID], suite, workers=4, templates=["single", "program"], styles=["step"])
+    result = asyncio.run(Search(config, RecordedClient(respond), PRICES).run())
+    assert result["baselines"]["best_single"]["name"] == "single:step(mid)"
+    learned = {c["name"]: c for c in result["learned"]}
+    found = learned["program-cascade-logprob@equal-cost(mid>mid)"]
+    single_cost = result["baselines"]["best_single"]["heldout"]["cost_per_task"]
+    assert found["heldout"]["score"] == 1.0 and found["heldout"]["cost_per_task"] < 0.8 * single_cost
+    assert found["search"]["quality"] == 1.0 and found["search"]["cross_validated"]
+    assert result["learned_evaluations"] > 0  # the program path completed on the search split, reported
+    assert result["best"]["name"].startswith("program-cascade-logprob@")
+
+
+# ---------------------------------------------------------------------------------------------------
 # selftest-bon
 
 PROMPT = 'def add(a, b):\n    """Add two numbers.\n    >>> add(1, 2)\n    3\n    """\n'
@@ -201,7 +284,8 @@ def test_space_has_the_templates_on_the_right_suites(text_space, code_space) -> 
     code = {c.template for c in code_space}
     assert "pot-check" in text and "pot-check" not in code
     assert "selftest-bon" in code and "selftest-bon" not in text
-    assert len(text_space) == 62 and len(code_space) == 56
+    assert "program-cascade" in text and "program-cascade" not in code
+    assert len(text_space) == 68 and len(code_space) == 56
     assert [c.name for c in restrict(text_space, templates=["pot-check"])] == [
         "pot-check(small)",
         "pot-check(mid)",

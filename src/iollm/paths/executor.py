@@ -23,6 +23,7 @@ from .pricing import PriceBook
 from .roles import role_prompt
 from .routers import router_for
 from .sandbox import Sandbox
+from .template_texts import PROGRAM_RUNNER
 
 # The id of the node whose calls are being made: a client can read it to attribute streamed tokens to a
 # node (each node runs in its own task, so parallel nodes never see each other's value).
@@ -262,7 +263,14 @@ class Executor:
         return next(r.text for r, a in zip(results, answers, strict=True) if a == winner)
 
     async def _accept(
-        self, node: Node, model: str, first: CallResult, messages, trace, index: int = 0
+        self,
+        node: Node,
+        model: str,
+        first: CallResult,
+        messages,
+        trace,
+        index: int = 0,
+        answer: str | None = None,
     ) -> bool:
         check = node.get("check", "agreement")
         if check == "logprob":
@@ -270,8 +278,9 @@ class Executor:
             sure = confidence(first.logprobs, str(node.get("metric", "mean")))
             trace.detail.setdefault("confidence", []).append(sure)
             return sure is not None and sure >= float(thresholds(node)[index])
-        if check == "format":
-            return re.search(str(node.get("pattern", r"\d")), first.text) is not None
+        if check == "format":  # on the stage's answer: a program stage's printout, else the text
+            text = first.text if answer is None else answer
+            return re.search(str(node.get("pattern", r"\d")), text) is not None
         if check == "python":
             code = extract_code(first.text)
             outcome = await asyncio.to_thread(
@@ -287,14 +296,28 @@ class Executor:
         return agree >= float(node.get("threshold", 1.0))
 
     async def _cascade(self, node: Node, upstream, values, trace) -> str:
-        messages = self._messages(node, upstream, values)
+        """Models cheapest first; each stage's answer is accepted by the node's check, else the next model
+        answers. With ``stages``, each stage has its own prompt and parameters, and a ``program`` stage
+        answers with what its code prints (a program that fails or prints nothing escalates)."""
         models = list(node.get("models"))
-        for index, model in enumerate(models):
-            first = await self._call(trace, model, messages, self._params(node))
-            if index == len(models) - 1 or await self._accept(node, model, first, messages, trace, index):
+        stages = node.get("stages") or [{} for _ in models]
+        for index, (model, stage) in enumerate(zip(models, stages, strict=True)):
+            staged = Node(node.id, node.kind, {**node.config, **stage}) if stage else node
+            messages = self._messages(staged, upstream, values)
+            first = await self._call(trace, model, messages, self._params(staged))
+            answer = await self._run_program(first.text, trace) if stage.get("program") else first.text
+            last = index == len(models) - 1
+            if last or (answer and await self._accept(node, model, first, messages, trace, index, answer)):
                 trace.detail.update({"answered_by": model, "escalations": index})
-                return first.text
+                return answer
         raise AssertionError("unreachable")
+
+    async def _run_program(self, text: str, trace: NodeTrace) -> str:
+        """What the code in ``text`` prints, run as the program template's runner does; "" on failure."""
+        code = render(PROGRAM_RUNNER, {"program": extract_code(text)})
+        outcome = await asyncio.to_thread(self.sandbox.run_python, code)
+        trace.detail.setdefault("program_ok", []).append(outcome.ok)
+        return outcome.stdout.strip() if outcome.ok else ""
 
     async def _route(self, node: Node, values: dict[str, str], trace: NodeTrace) -> str:
         subject = render(str(node.get("on", "{{input}}")), values)

@@ -51,8 +51,12 @@ class Node:
         return []
 
     def templates(self) -> list[str]:
+        stages = self.config.get("stages") if self.kind == "cascade" else None
+        staged = [s.get("prompt") for s in stages or () if isinstance(s, dict)]
         return [
-            t for t in (self.config.get("prompt"), self.config.get("system"), self.config.get("code")) if t
+            t
+            for t in (self.config.get("prompt"), self.config.get("system"), self.config.get("code"), *staged)
+            if t
         ]
 
 
@@ -154,6 +158,33 @@ def render(template: str, values: dict[str, str]) -> str:
     return VARIABLE.sub(lambda m: values.get(m.group(1), ""), template)
 
 
+def _check_stages(node: Node, models: int) -> None:
+    """A cascade's optional ``stages``: one object per model, each with its own ``prompt``, ``params`` and
+    ``program`` (the stage's answer is what its code prints, run in the sandbox)."""
+    stages = node.get("stages")
+    if stages is None:
+        return
+    fix = "give one object per model with prompt, params and program (true or false)"
+    if not isinstance(stages, list) or len(stages) != models or not all(isinstance(s, dict) for s in stages):
+        raise GraphError(
+            f"cascade node {node.id!r}: stages must be a list of {models} objects; {fix}", node.id
+        )
+    for stage in stages:
+        unknown = set(stage) - {"prompt", "params", "program"}
+        if unknown:
+            raise GraphError(
+                f"cascade node {node.id!r}: unknown stage field(s) {sorted(unknown)}; {fix}", node.id
+            )
+        if not isinstance(stage.get("prompt", ""), str) or not isinstance(stage.get("params", {}), dict):
+            raise GraphError(
+                f"cascade node {node.id!r}: a stage's prompt is text and its params an object", node.id
+            )
+        if not isinstance(stage.get("program", False), bool):
+            raise GraphError(f"cascade node {node.id!r}: a stage's program is true or false", node.id)
+    if not node.get("prompt") and not all(s.get("prompt") for s in stages):
+        raise GraphError(f"cascade node {node.id!r}: every stage needs a prompt (or the node one)", node.id)
+
+
 def _check_node(node: Node) -> None:
     if node.kind == "model":
         if not node.get("model"):
@@ -191,6 +222,7 @@ def _check_node(node: Node) -> None:
                 )
             if node.get("metric", "mean") not in ("mean", "min"):
                 raise GraphError(f"cascade node {node.id!r}: metric must be mean or min", node.id)
+        _check_stages(node, len(models))
     elif node.kind == "route":
         try:
             router_for(node).check(node)

@@ -27,6 +27,7 @@ from .confidence import METRICS
 from .graph import SCHEMA, parse_graph
 from .pricing import PriceBook
 from .routers import knn, mf
+from .space import program_cascade_node
 from .stats import bounds
 from .task import Task
 
@@ -59,7 +60,7 @@ class Table:
 
         confidence = {m: grid(lambda r, m=m: (r.get("confidence") or {}).get(m, np.nan)) for m in METRICS}
         return cls(
-            [c.assignment["solver"] for c in singles],
+            [c.assignment.get("solver") or c.assignment["programmer"] for c in singles],
             list(singles),
             list(tasks),
             grid(lambda r: r["score"]),
@@ -264,19 +265,14 @@ def learn_cascades(
 ) -> list[tuple[Candidate, dict[str, Any]]]:
     """Per chain (each cheap -> dearer pair and the whole price order) and cost cap: the fitted cascade and
     its cross-validated figures (the thresholds refitted on each fold's training tasks)."""
-    n, k = len(table.tasks), len(table.models)
+    k = len(table.models)
     chains = [(a, b) for a in range(k) for b in range(a + 1, k)] + ([tuple(range(k))] if k > 2 else [])
     out = []
     for chain, (label, cap) in itertools.product(chains, cost_caps.items()):
-        whole = fit_cascade(table, chain, range(n), cap)
-        if whole is None:
+        fitted = _cross_validated(table, chain, cap, seed)
+        if fitted is None:
             continue
-        parts: list[tuple[np.ndarray, ...]] = []
-        for test in folds(n, seed):
-            train = [i for i in range(n) if i not in set(test)]
-            fit = fit_cascade(table, chain, train, cap) or whole
-            parts.append(run_cascade(table, fit, test))
-        scores, costs, latency = (np.concatenate([p[i] for p in parts]) for i in range(3))
+        whole, stats = fitted
         labels = ">".join(short(table.models[m]) for m in chain)
         name = f"cascade-logprob:{style}@{label}({labels})"
         assignment = {"models": [table.models[m] for m in chain]}
@@ -288,7 +284,70 @@ def learn_cascades(
             "cost_cap": label,
         }
         candidate = Candidate(name, "cascade-logprob", assignment, params, cascade_graph(name, whole, table))
-        out.append((candidate, figures(scores, costs, latency)))
+        out.append((candidate, stats))
+    return out
+
+
+def _cross_validated(
+    table: Table, chain: tuple[int, ...], cap: float, seed: int
+) -> tuple[CascadeFit, dict[str, Any]] | None:
+    """The cascade fitted on all tasks, and its figures with thresholds refitted on each fold's training
+    tasks and scored on the fold; None when no setting fits the cost cap."""
+    n = len(table.tasks)
+    whole = fit_cascade(table, chain, range(n), cap)
+    if whole is None:
+        return None
+    parts: list[tuple[np.ndarray, ...]] = []
+    for test in folds(n, seed):
+        train = [i for i in range(n) if i not in set(test)]
+        fit = fit_cascade(table, chain, train, cap) or whole
+        parts.append(run_cascade(table, fit, test))
+    scores, costs, latency = (np.concatenate([p[i] for p in parts]) for i in range(3))
+    return whole, figures(scores, costs, latency)
+
+
+def program_table(
+    program: Candidate, single: Candidate, tasks: Sequence[Task], record: Callable[[Candidate, Task], dict]
+) -> Table:
+    """A two-stage table: the program path's records, then the single model's. A program that printed
+    nothing has no confidence, so a cascade always escalates it (as the executor does)."""
+    table = Table.from_records([program, single], tasks, record)
+    printed = np.array([bool(record(program, t).get("answer")) for t in tasks])
+    for values in table.confidence.values():
+        values[~printed, 0] = np.nan
+    return table
+
+
+def learn_program_cascades(
+    table: Table, cost_caps: dict[str, float], seed: int
+) -> list[tuple[Candidate, dict[str, Any]]]:
+    """Program first, then the single model step by step, escalating when the program fails, prints
+    nothing, or its tokens' log-probability is below a threshold fitted under each cost cap (the
+    FrugalGPT rule between two ways of answering rather than two models); cross-validated figures."""
+    program_node, step_node = (
+        next(n for n in c.graph["nodes"] if n["kind"] == "model") for c in table.singles
+    )
+    out = []
+    for label, cap in cost_caps.items():
+        fitted = _cross_validated(table, (0, 1), cap, seed)
+        if fitted is None:
+            continue
+        whole, stats = fitted
+        check = {"check": "logprob", "metric": whole.metric, "threshold": list(whole.thresholds)}
+        a, b = (short(m) for m in table.models)
+        name = f"program-cascade-logprob@{label}({a}>{b})"
+        graph = {
+            "schema": SCHEMA,
+            "name": name,
+            "description": "a program first; the step-by-step answer when the program fails, prints nothing "
+            "or its log-probability is below a threshold fitted on the search split",
+            "nodes": [program_cascade_node(program_node, step_node, check), {"id": "out", "kind": "output"}],
+            "edges": [{"from": "cascade", "to": "out"}],
+        }
+        parse_graph(graph)
+        assignment = {"programmer": table.models[0], "solver": table.models[1]}
+        params = {"check": "logprob", **check, "cost_cap": label}
+        out.append((Candidate(name, "program-cascade-logprob", assignment, params, graph), stats))
     return out
 
 

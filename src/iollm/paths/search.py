@@ -23,7 +23,7 @@ from .call_plan import projected_calls
 from .candidate import Candidate
 from .clients import ModelClient
 from .evaluation import Evaluator, EvaluatorFactory, Progress, SearchError
-from .learned import Table, embed_tasks, learn_cascades, learn_routers
+from .learned import Table, embed_tasks, learn_cascades, learn_program_cascades, learn_routers, program_table
 from .pricing import PriceBook
 from .racing import front_pool, pick_best, plan_schedule, race
 from .search_result import Outcome, heldout_figures, search_result, tally
@@ -161,14 +161,32 @@ class Search:
             found += learn_routers(table, vectors, embed_cost, embed_model, style, self.config.seed)
         except Exception as exc:  # no embeddings endpoint: the search goes on without routers, and says so
             self.notes.append(f"learned routers skipped: {exc.__class__.__name__}: {exc}")
+        caps = {"equal-cost": stats[single.name]["cost"], "half-cost": 0.5 * stats[single.name]["cost"]}
         if table.has_confidence():
-            caps = {"equal-cost": stats[single.name]["cost"], "half-cost": 0.5 * stats[single.name]["cost"]}
             found += learn_cascades(table, style, caps, self.config.seed)
+            found += await self._learn_program_cascades(single, caps)
         else:
             self.notes.append("logprob cascades skipped: the endpoint returned no token logprobs")
         for candidate, figures in found:
             stats[candidate.name] = figures
         return [c for c, _ in found]
+
+    async def _learn_program_cascades(
+        self, single: Candidate, caps: dict[str, float]
+    ) -> list[tuple[Candidate, dict[str, Any]]]:
+        """The best single model's own program first, its step-by-step answer when the program is unsure:
+        the program path is completed on the search split to fit the threshold (counted as ``learned``
+        evaluations, reported beside the search's own)."""
+        model = single.assignment["solver"]
+        program = next(
+            (c for c in self.space if c.template == "program" and c.assignment["programmer"] == model), None
+        )
+        if program is None or single.params.get("style") != "step":
+            return []
+        tasks = self.split.search
+        await self.evaluator.run([(program, t) for t in tasks], "learned")
+        table = program_table(program, single, tasks, lambda c, t: self.evaluator.results[(c.name, t.id)])
+        return learn_program_cascades(table, caps, self.config.seed)
 
     def _self_consistency(
         self, stats: dict[str, dict[str, Any]], best: Candidate, single: Candidate

@@ -38,6 +38,25 @@ from .template_texts import (
 from .verifiers import COMPARE, SELFTEST_PICK, SELFTEST_SAMPLES, SELFTEST_TESTS
 
 
+def program_cascade_node(
+    program: dict[str, Any], step: dict[str, Any], check: dict[str, Any]
+) -> dict[str, Any]:
+    """A cascade whose first stage is ``program`` (a model node writing code; its answer is what the code
+    prints) and whose second is ``step`` (a model node reasoning step by step), each with the prompt and
+    parameters of those nodes so it shares their calls. ``check`` decides when the program's answer
+    stands (a program that fails or prints nothing always escalates)."""
+    return {
+        "id": "cascade",
+        "kind": "cascade",
+        "models": [program["model"], step["model"]],
+        "stages": [
+            {"prompt": program["prompt"], "params": dict(program["params"]), "program": True},
+            {"prompt": step["prompt"], "params": dict(step["params"])},
+        ],
+        **check,
+    }
+
+
 def _graph(
     name: str, description: str, nodes: list[dict[str, Any]], edges: list[tuple[str, ...]]
 ) -> dict[str, Any]:
@@ -107,9 +126,13 @@ class _Builder:
         description: str,
     ) -> None:
         if self.cap is not None:
-            for node in nodes:
-                if "max_tokens" in node.get("params", {}):
-                    node["params"]["max_tokens"] = min(node["params"]["max_tokens"], self.cap)
+            for params in (
+                p
+                for node in nodes
+                for p in [node.get("params", {})] + [s["params"] for s in node.get("stages", [])]
+            ):
+                if "max_tokens" in params:
+                    params["max_tokens"] = min(params["max_tokens"], self.cap)
         graph = _graph(name, description, [*nodes, _OUT], edges)
         parse_graph(graph)  # every candidate is a valid workflow, checked before any call
         self.out.append(Candidate(name, template, assignment, params, graph))
@@ -294,6 +317,28 @@ class _Builder:
                 "solve, run the examples in the sandbox, refine once on failure",
             )
 
+    def program_cascades(self) -> None:
+        """Program first, then step by step: a program costs a fraction of a chain of thought's tokens, so
+        each task pays for the chain of thought only when the program fails or prints nothing (then the
+        same or a dearer model reasons step by step). Both calls are those of ``program(m)`` and
+        ``single:step(m)``; the search also fits a logprob threshold on the program (``learned``)."""
+        for i, a in enumerate(self.models):
+            for b in self.models[i:]:
+                program = _model("program", a, "solver", PROGRAM, self.program_tokens())
+                step = _model(
+                    "step", b, "solver", self.styles["step"], self.tokens("step"), stop=self.stop("step")
+                )
+                node = program_cascade_node(program, step, {"check": "format", "pattern": r"\S"})
+                self.add(
+                    f"program-cascade({short(a)}>{short(b)})",
+                    "program-cascade",
+                    {"programmer": a, "solver": b},
+                    {},
+                    [node],
+                    [("cascade", "out")],
+                    "a program first; when it fails or prints nothing, a step-by-step answer",
+                )
+
     def pot_check(self) -> None:
         """Text suites: a program (program-of-thought) and a step-by-step answer of the same model; when
         their final answers agree, that answer; else the step-by-step answer (one model) or the dearer
@@ -462,7 +507,7 @@ def build_space(
     """Every candidate for ``models`` on a suite whose (main) checker is ``suite_checker``.
 
         Models are taken in price order (cheapest first), which also orders the cascades. For 3 models this
-        is 62 candidates on text suites and 56 on code suites (``python_tests``: program-aided templates, with
+        is 68 candidates on text suites and 56 on code suites (``python_tests``: program-aided templates, with
         the program/step-by-step check ``pot-check``, are replaced by solve-verify-refine and self-tested
         best-of-3 ``selftest-bon``, cascades check by running docstring examples). ``max_tokens`` caps
         every call's completion (a cheaper, cruder space for slow machines and tests); ``reasoning_tokens`` is the
@@ -486,6 +531,7 @@ def build_space(
     else:
         builder.program()
         builder.pot_check()
+        builder.program_cascades()
     builder.self_moa()
     if len(ordered) > 1:
         builder.moa()
