@@ -50,7 +50,10 @@ def test_logprobs_sum_to_the_completion_log_likelihood(client: openai.OpenAI, re
     )
     choice = reply.choices[0]
     content = choice.logprobs.content
-    assert len(content) == reply.usage.completion_tokens == 8
+    # one entry per generated token: eight, or fewer when the model ends its answer (builds of llama.cpp
+    # for other CPUs round differently, and greedy decoding may then stop a token earlier)
+    assert len(content) == reply.usage.completion_tokens
+    assert len(content) == 8 or (4 <= len(content) < 8 and choice.finish_reason == "stop")
     assert b"".join(bytes(e.bytes) for e in content).decode() == choice.message.content
     assert "".join(e.token for e in content) == choice.message.content
     for entry in content:

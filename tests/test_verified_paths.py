@@ -371,6 +371,14 @@ def test_a_suites_reasoning_budget_reaches_its_step_and_program_calls() -> None:
         PRICES,
     )
     assert set(budgets(search.space, "program").values()) == {384}
+    # a cap reaches a cascade's stages too, and leaves each candidate's own parameters alone
+    capped_space = build_space(MODELS, "numeric", PRICES, max_tokens=100, reasoning_tokens=512)
+    assert set(budgets(capped_space, "program").values()) == {100}
+    staged = [
+        s["params"]["max_tokens"] for c in capped_space for n in c.graph["nodes"] for s in n.get("stages", [])
+    ]
+    assert staged and set(staged) == {100}
+    assert {c.params["style"] for c in capped_space if c.template == "single"} == {"direct", "step"}
     capped = SearchConfig([SMALL, MID], suite, templates=["program"], max_tokens=100)
     assert set(
         budgets(Search(capped, RecordedClient(math_models("print(42)")), PRICES).space, "program").values()

@@ -89,7 +89,8 @@ def search_result(search: Search, outcome: Outcome) -> dict[str, Any]:
         "evaluations_used": evaluator.spent.get("search", 0),
         "evaluations_exhaustive": search.exhaustive,
         "baseline_evaluations": evaluator.spent.get("baseline", 0),
-        "learned_evaluations": evaluator.spent.get("learned", 0),  # completing a program path to fit its cascade
+        # completing a program path on the search split to fit its cascade's threshold
+        "learned_evaluations": evaluator.spent.get("learned", 0),
         "heldout_evaluations": evaluator.spent.get("heldout", 0),
         "calls_made": made,
         "calls_cached": cached,

@@ -126,13 +126,10 @@ class _Builder:
         description: str,
     ) -> None:
         if self.cap is not None:
-            for params in (
-                p
-                for node in nodes
-                for p in [node.get("params", {})] + [s["params"] for s in node.get("stages", [])]
-            ):
-                if "max_tokens" in params:
-                    params["max_tokens"] = min(params["max_tokens"], self.cap)
+            for node in nodes:
+                for call in [node.get("params", {}), *(stage["params"] for stage in node.get("stages", []))]:
+                    if "max_tokens" in call:
+                        call["max_tokens"] = min(call["max_tokens"], self.cap)
         graph = _graph(name, description, [*nodes, _OUT], edges)
         parse_graph(graph)  # every candidate is a valid workflow, checked before any call
         self.out.append(Candidate(name, template, assignment, params, graph))
