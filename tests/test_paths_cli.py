@@ -170,7 +170,7 @@ def test_path_search_reports_and_submits(served: Node, tmp_path: Path) -> None:
         "--models",
         MODEL,
         "--budget",
-        "12",
+        "13",  # one pass over the one-model space's 13 candidates
         "--workers",
         "2",
         "--max-tokens",
@@ -195,12 +195,12 @@ def test_path_search_reports_and_submits(served: Node, tmp_path: Path) -> None:
     assert result["best"]["name"] and parse_graph(result["best"]["graph"])
     held = result["heldout"]
     assert held["n"] == 4 and held["ci_low"] <= held["score"] <= held["ci_high"] and held["cost_per_task"] > 0
-    assert result["evaluations_used"] <= 12 < result["evaluations_exhaustive"] == 12 * 4
+    assert result["evaluations_used"] <= 13 < result["evaluations_exhaustive"] == 13 * 4
     assert result["calls_made"] > 0 and isinstance(result["pareto"], list) and result["pareto"]
     assert result["baselines"]["best_single"]["heldout"]["n"] == 4
     assert result["baselines"]["self_consistency"]["name"].startswith("vote@")  # k set for equal cost
     assert result["baselines"]["cascade"] is None  # one model: nothing to cascade to
-    assert result["preview"]["space_size"] == 12 and result["preview"]["projected_calls"]["exhaustive"] > 0
+    assert result["preview"]["space_size"] == 13 and result["preview"]["projected_calls"]["exhaustive"] > 0
     assert Path(result["report"]["markdown"]).read_text().startswith("# Path search on `tiny`")
     assert Path(result["report"]["plot"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     submission = result["submission"]
