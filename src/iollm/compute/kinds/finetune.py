@@ -10,32 +10,30 @@ steps an uninterrupted one would. When the unit is done the node publishes the a
 last checkpoint (the same chunks, no copy) as a new model repository whose card names its base.
 
 The helpers at the top (spec checking, pinning, reading hub files, pulling on a worker) are shared
-with ``batch-infer``.
+with ``batch-infer``. The training data and batches are ``finetune_data``; reading a job's runs back from
+its log is ``finetune_runs``.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import random
 import re
 import secrets
 import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import select
 
 from ...database import utc_now_iso
 from ...errors import Conflict, ProtocolError
 from ...protocol import FileEntry, LocalCache, NodeClient, branch_head, commit_bytes, pull
 from ...store.reader import ChunkedFile
 from ..kind import register_kind
-from ..tables import logs
+from .finetune_data import batch_indices, collate, encode_row, finetune_row_problem
+from .finetune_runs import job_log_lines, runs_from_log
 from .specs import (
     check_keys,
     dataset_rows,
@@ -69,64 +67,6 @@ DEFAULTS: dict[str, Any] = {
     "seed": 0,
 }
 SPEC_KEYS = {"base", "dataset", "dataset_file", "steps", "checkpoint_every", "output", *DEFAULTS}
-
-
-# -- the training data: rows -> token ids, batches as a pure function of (seed, step) ----------------
-
-
-def is_text_row(row: dict[str, Any]) -> bool:
-    return isinstance(row.get("text"), str) and bool(row["text"])
-
-
-def finetune_row_problem(row: dict[str, Any]) -> str | None:
-    if is_text_row(row):
-        return None
-    if isinstance(row.get("prompt"), str) and isinstance(row.get("completion"), str) and row["completion"]:
-        return None
-    return "a row needs a non-empty string 'text', or strings 'prompt' and 'completion'"
-
-
-def encode_row(tokenizer: Any, row: dict[str, Any], seq_len: int) -> tuple[list[int], list[int]]:
-    """(input ids, labels): the loss covers the completion (or the whole text), never the prompt;
-    a long prompt is cut from the left so at least half of ``seq_len`` is left for the completion."""
-    text = is_text_row(row)
-    prompt = [] if text else tokenizer(row["prompt"], add_special_tokens=False)["input_ids"]
-    target = tokenizer(row["text"] if text else row["completion"], add_special_tokens=False)["input_ids"]
-    target = [*target, tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else target
-    room = max(seq_len // 2, seq_len - len(target))
-    prompt = prompt[-room:] if prompt else []
-    target = target[: seq_len - len(prompt)]
-    return prompt + target, [-100] * len(prompt) + target
-
-
-@lru_cache(maxsize=64)
-def epoch_order(seed: int, epoch: int, n: int) -> tuple[int, ...]:
-    order = list(range(n))
-    random.Random(f"{seed}:{epoch}").shuffle(order)
-    return tuple(order)
-
-
-def batch_indices(seed: int, step: int, batch_size: int, n: int) -> list[int]:
-    """Sample g = step * batch_size + j is row epoch_order(seed, g // n)[g % n]: no state to save."""
-    return [epoch_order(seed, g // n, n)[g % n] for g in range(step * batch_size, (step + 1) * batch_size)]
-
-
-def collate(encoded: list[tuple[list[int], list[int]]], indices: list[int], pad_id: int) -> dict[str, Any]:
-    import torch
-
-    width = max(len(encoded[i][0]) for i in indices)
-    ids, labels, mask = [], [], []
-    for i in indices:
-        row_ids, row_labels = encoded[i]
-        pad = width - len(row_ids)
-        ids.append(row_ids + [pad_id] * pad)
-        labels.append(row_labels + [-100] * pad)
-        mask.append([1] * len(row_ids) + [0] * pad)
-    return {
-        "input_ids": torch.tensor(ids),
-        "labels": torch.tensor(labels),
-        "attention_mask": torch.tensor(mask),
-    }
 
 
 # -- checkpoints: safetensors for tensors, JSON for everything else (no pickle) ---------------------
@@ -423,63 +363,6 @@ class Session:
             "checkpoint_push_seconds": mean(self.push_seconds),
             "load_seconds": round(load_seconds, 3),
         }
-
-
-# -- the node side: which runs did what, from the job's log ----------------------------------------
-
-_START = re.compile(r"run (\w+) started on (\S+) \(attempt (\d+)")
-_FROM = re.compile(r"resuming from step (\d+)")
-_STEP = re.compile(r"run (\w+) step (\d+)/")
-_CHECKPOINT = re.compile(r"run (\w+) checkpoint at step (\d+)")
-_FAILED = re.compile(r"run (\w+) failed at step \d+: (.*)")
-
-
-def runs_from_log(lines: list[str], result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every run of the train unit, in order: where it resumed, how far it got (completed steps), the
-    last checkpoint it pushed. A killed run's steps past its last checkpoint are the work redone."""
-    runs: dict[str, dict[str, Any]] = {}
-    for line in lines:
-        if match := _START.search(line):
-            start = int(m.group(1)) if (m := _FROM.search(line)) else 0
-            runs.setdefault(
-                match.group(1),
-                {
-                    "run": match.group(1),
-                    "provider": match.group(2),
-                    "attempt": int(match.group(3)),
-                    "resumed_from": start,
-                    "reached": start,
-                    "checkpointed": start,
-                },
-            )
-        elif (match := _STEP.search(line)) and match.group(1) in runs:
-            runs[match.group(1)]["reached"] = max(runs[match.group(1)]["reached"], int(match.group(2)))
-        elif (match := _FAILED.search(line)) and match.group(1) in runs:
-            runs[match.group(1)]["error"] = match.group(2)
-        elif (match := _CHECKPOINT.search(line)) and match.group(1) in runs:
-            runs[match.group(1)]["checkpointed"] = max(
-                runs[match.group(1)]["checkpointed"], int(match.group(2))
-            )
-    final = runs.setdefault(
-        result["run"],
-        {
-            "run": result["run"],
-            "provider": result["provider"],
-            "attempt": None,
-            "resumed_from": result["resumed_from"],
-        },
-    )
-    final.update(reached=result["steps"], checkpointed=result["steps"])
-    for run in runs.values():
-        run["executed"] = run["reached"] - run["resumed_from"]
-    return list(runs.values())
-
-
-def job_log_lines(services: JobServices, job_id: str) -> list[str]:
-    with services.db.read() as conn:
-        return [
-            r[0] for r in conn.execute(select(logs.c.line).where(logs.c.job_id == job_id).order_by(logs.c.id))
-        ]
 
 
 class Finetune:
