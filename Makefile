@@ -14,7 +14,22 @@ UI_SOURCES := web/package.json web/package-lock.json web/vite.config.js web/inde
 
 .PHONY: up test bench lint assets install ui clean
 
-$(STAMP): pyproject.toml
+# llama.cpp is built from source for this CPU (-march=native), but without AMX: its AMX matrix
+# multiply segfaults on Sapphire Rapids CPUs at the first prompt longer than a few tokens
+# (ggml-org/llama.cpp#20824). Built first, so the install below finds it; --no-cache-dir because pip
+# keys its wheel cache on the source, not on CMAKE_ARGS, and would hand back an AMX build.
+LLAMA_CPP := $(shell grep -o -m1 'llama-cpp-python==[0-9.]*' pyproject.toml)
+LLAMA_CFLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_STAMP := $(VENV)/.$(LLAMA_CPP)-no-amx
+
+$(LLAMA_STAMP):
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip==25.3
+	CMAKE_ARGS="-DCMAKE_C_FLAGS='$(LLAMA_CFLAGS)' -DCMAKE_CXX_FLAGS='$(LLAMA_CFLAGS)'" \
+		$(BIN)/pip install -q --no-cache-dir --force-reinstall --no-deps $(LLAMA_CPP)
+	touch $(LLAMA_STAMP)
+
+$(STAMP): pyproject.toml $(LLAMA_STAMP)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip==25.3
 	$(BIN)/pip install -q -e '.[runtime,ml,dev,bench]'
