@@ -2,12 +2,60 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from nodes import Node
+
+_MODULES_WITH_FAILURES: set[str] = set()
+_DATABASES_CREATED: list[str] = []
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    report = yield
+    if report.failed:
+        _MODULES_WITH_FAILURES.add(item.nodeid.split("::")[0])
+    return report
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _module_scratch_is_freed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[None]:
+    """Free the module's scratch folders once its tests pass.
+
+    Why: module-scoped fixtures keep node stores, pushed models and providers' homes (hundreds of MB
+    per module); pytest keeps them all until the run ends, and CI's disk filled before the last modules
+    ran. A module with a failure keeps its folders (and its nodes' logs) to read. Autouse, so it is torn
+    down after the module's nodes and providers have stopped.
+    """
+    base = tmp_path_factory.getbasetemp()
+    before = set(base.iterdir())
+    yield
+    if request.node.nodeid.split("::")[0] in _MODULES_WITH_FAILURES:
+        return
+    for path in set(base.iterdir()) - before:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_databases_are_dropped() -> Iterator[None]:
+    """Drop the PostgreSQL databases this run created: the server outlives runs (``make test`` reuses
+    it), and each run would otherwise leave a few hundred MB of databases behind."""
+    yield
+    base = os.environ.get("IOLLM_TEST_POSTGRES")
+    if not base or not _DATABASES_CREATED:
+        return
+    import psycopg
+
+    with psycopg.connect(base, autocommit=True) as conn:
+        for name in _DATABASES_CREATED:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +97,6 @@ def smollm2_safetensors() -> Path:
 def make_database(kind: str, folder: Path) -> str:
     """A fresh database of ``kind``: a SQLite file, or a new database on the test PostgreSQL server
     (``make test`` starts one and sets IOLLM_TEST_POSTGRES)."""
-    import os
     import uuid
 
     if kind == "sqlite":
@@ -62,6 +109,7 @@ def make_database(kind: str, folder: Path) -> str:
     name = f"t_{uuid.uuid4().hex[:16]}"
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f"CREATE DATABASE {name}")
+    _DATABASES_CREATED.append(name)
     return base.rsplit("/", 1)[0] + "/" + name
 
 
