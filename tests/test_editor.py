@@ -362,6 +362,58 @@ def test_bad_graph_is_marked_before_running(page: Any, tmp_path: Path) -> None:
     assert page.locator(".wf-node.invalid").count() == 1
 
 
+def program_cascade() -> dict[str, Any]:
+    """What `iollm path search` fits: a program first, a chain of thought when its tokens are unsure."""
+    return {
+        "schema": "iollm.workflow/1",
+        "name": "program-cascade",
+        "nodes": [
+            {
+                "id": "pc",
+                "kind": "cascade",
+                "models": [MODEL, MODEL],
+                "check": "logprob",
+                "threshold": -0.4,
+                "stages": [
+                    {"prompt": "Write Python that prints the answer.\n{{input}}", "program": True},
+                    {"prompt": "{{input}}\nThink step by step.", "params": {"max_tokens": 64}},
+                ],
+            },
+            {"id": "out", "kind": "output"},
+        ],
+        "edges": [{"from": "pc", "to": "out"}],
+    }
+
+
+@pytest.mark.slow
+def test_a_learned_program_cascade_is_edited_in_the_panel(page: Any, tmp_path: Path) -> None:
+    """A logprob cascade with stages (the search's found paths) shows its check, threshold and stages as
+    fields, and edits to them reach the graph."""
+    fresh_canvas(page)
+    path = tmp_path / "program-cascade.json"
+    path.write_text(json.dumps(program_cascade()), encoding="utf-8")
+    page.set_input_files("[data-testid=import]", str(path))
+    page.wait_for_function("window.__iollm.count() === 2")
+    page.click(".react-flow__node[data-id=pc]")
+    assert page.input_value("#field-check") == "logprob"
+    assert json.loads(page.input_value("#field-threshold")) == -0.4
+    assert json.loads(page.input_value("#field-stages"))[0]["program"] is True
+
+    page.fill("#field-threshold", "-1.5")
+    page.select_option("#field-metric", "min")
+    stages = program_cascade()["nodes"][0]["stages"]
+    stages[1]["params"]["max_tokens"] = 32
+    page.fill("#field-stages", json.dumps(stages))
+    page.wait_for_function("document.querySelectorAll('.wf-node.invalid').length === 0")
+    node = page.evaluate("window.__iollm.current().nodes.find((n) => n.id === 'pc')")
+    assert node["threshold"] == -1.5 and node["metric"] == "min"
+    assert node["stages"][1]["params"]["max_tokens"] == 32
+
+    page.fill("#field-threshold", "0.5")  # a log-probability is <= 0: the node says so on the canvas
+    page.wait_for_selector("[data-testid=problem-pc]")
+    assert "log-probability" in page.inner_text("[data-testid=problem-pc]")
+
+
 @pytest.mark.slow
 def test_browse_a_model_card(page: Any) -> None:
     page.click("a[href='#/models']")

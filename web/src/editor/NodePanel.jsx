@@ -35,11 +35,11 @@ function Field({ field, value, models, onChange }) {
     );
   } else if (field.type === 'json') {
     input = (
-      <textarea id={id} rows={4} className={bad ? 'bad' : ''} value={draft}
+      <textarea id={id} rows={field.rows || 4} className={bad ? 'bad' : ''} value={draft}
         onChange={(e) => {
           setDraft(e.target.value);
           try {
-            onChange(JSON.parse(e.target.value));
+            onChange(e.target.value.trim() === '' ? undefined : JSON.parse(e.target.value));
             setBad(false);
           } catch {
             setBad(true);

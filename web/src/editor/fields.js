@@ -23,12 +23,24 @@ export const FIELDS = {
   ],
   cascade: [
     { key: 'models', label: 'models, cheapest first (one per line)', type: 'lines' },
-    { key: 'check', label: 'check', type: 'select', options: ['agreement', 'format', 'python'] },
+    { key: 'check', label: 'check', type: 'select', options: ['agreement', 'format', 'python', 'logprob'] },
     { key: 'samples', label: 'samples (agreement)', type: 'number' },
-    { key: 'threshold', label: 'threshold (agreement)', type: 'number', step: 0.1 },
+    {
+      key: 'threshold',
+      label: 'threshold (agreement: share of samples that agree; logprob: a log-probability ≤ 0, or a list, one per escalation)',
+      type: 'json',
+      rows: 1,
+    },
+    { key: 'metric', label: 'metric (logprob)', type: 'select', options: ['', 'mean', 'min'] },
     { key: 'pattern', label: 'pattern (format)', type: 'text' },
     { key: 'test', label: 'test code (python)', type: 'textarea' },
-    { key: 'prompt', label: 'prompt', type: 'textarea' },
+    { key: 'prompt', label: 'prompt (or one per stage)', type: 'textarea' },
+    {
+      key: 'stages',
+      label: 'stages (JSON, one per model: {"prompt", "params", "program": true answers with what its code prints})',
+      type: 'json',
+      rows: 6,
+    },
     ...SAMPLING.slice(0, 1),
   ],
   route: [
