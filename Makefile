@@ -16,17 +16,25 @@ UI_SOURCES := web/package.json web/package-lock.json web/vite.config.js web/inde
 
 # llama.cpp is built from source for this CPU (-march=native), but without AMX: its AMX matrix
 # multiply segfaults on Sapphire Rapids CPUs at the first prompt longer than a few tokens
-# (ggml-org/llama.cpp#20824). Built first, so the install below finds it; --no-cache-dir because pip
-# keys its wheel cache on the source, not on CMAKE_ARGS, and would hand back an AMX build.
+# (ggml-org/llama.cpp#20824). Built first, so the install below finds it. pip keys its own wheel cache
+# on the source, not on CMAKE_ARGS (it would hand back an AMX build), so the wheel is kept in our cache
+# under the flags and this CPU's feature list: a fresh clone (CI) installs it in seconds.
 LLAMA_CPP := $(shell grep -o -m1 'llama-cpp-python==[0-9.]*' pyproject.toml)
 LLAMA_CFLAGS := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 LLAMA_STAMP := $(VENV)/.$(LLAMA_CPP)-no-amx
+LLAMA_CPU := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | md5sum | cut -c1-12)
+LLAMA_WHEELS := $(HOME)/.cache/iollm/wheels/$(LLAMA_CPP)-no-amx-$(LLAMA_CPU)
 
 $(LLAMA_STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip==25.3
-	CMAKE_ARGS="-DCMAKE_C_FLAGS='$(LLAMA_CFLAGS)' -DCMAKE_CXX_FLAGS='$(LLAMA_CFLAGS)'" \
-		$(BIN)/pip install -q --no-cache-dir --force-reinstall --no-deps $(LLAMA_CPP)
+	if ! ls $(LLAMA_WHEELS)/*.whl >/dev/null 2>&1; then \
+		mkdir -p $(dir $(LLAMA_WHEELS)) && tmp=$$(mktemp -d $(LLAMA_WHEELS).XXXX) && \
+		{ CMAKE_ARGS="-DCMAKE_C_FLAGS='$(LLAMA_CFLAGS)' -DCMAKE_CXX_FLAGS='$(LLAMA_CFLAGS)'" \
+			$(BIN)/pip wheel -q --no-cache-dir --no-deps -w $$tmp $(LLAMA_CPP) || { rm -rf $$tmp; exit 1; }; } && \
+		{ mv -T $$tmp $(LLAMA_WHEELS) || rm -rf $$tmp; }; \
+	fi
+	$(BIN)/pip install -q --force-reinstall --no-deps $(LLAMA_WHEELS)/*.whl
 	touch $(LLAMA_STAMP)
 
 $(STAMP): pyproject.toml $(LLAMA_STAMP)
