@@ -25,9 +25,11 @@ LLAMA_STAMP := $(VENV)/.$(LLAMA_CPP)-no-amx
 LLAMA_CPU := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null | md5sum | cut -c1-12)
 LLAMA_WHEELS := $(HOME)/.cache/iollm/wheels/$(LLAMA_CPP)-no-amx-$(LLAMA_CPU)
 
-$(LLAMA_STAMP):
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip==25.3
+
+$(LLAMA_STAMP): | $(BIN)/python
 	if ! ls $(LLAMA_WHEELS)/*.whl >/dev/null 2>&1; then \
 		mkdir -p $(dir $(LLAMA_WHEELS)) && tmp=$$(mktemp -d $(LLAMA_WHEELS).XXXX) && \
 		{ CMAKE_ARGS="-DCMAKE_C_FLAGS='$(LLAMA_CFLAGS)' -DCMAKE_CXX_FLAGS='$(LLAMA_CFLAGS)'" \
@@ -38,8 +40,6 @@ $(LLAMA_STAMP):
 	touch $(LLAMA_STAMP)
 
 $(STAMP): pyproject.toml $(LLAMA_STAMP)
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip==25.3
 	$(BIN)/pip install -q -e '.[runtime,ml,dev,bench]'
 	touch $(STAMP)
 
